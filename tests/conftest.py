@@ -1,0 +1,151 @@
+"""Shared fixtures: a real `wharf serve` process on a free loopback port.
+
+Tests talk to it over HTTP exactly as clients do; nothing is mocked.
+"""
+
+from __future__ import annotations
+
+import os
+import secrets
+import socket
+import subprocess
+import sys
+import time
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import httpx
+import pytest
+
+ADMIN_USER = "admin"
+
+
+def free_port() -> int:
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+@dataclass
+class WharfServer:
+    """A running `wharf serve` process."""
+
+    data_dir: Path
+    port: int
+    admin_password: str
+    workers: int = 1
+    extra_args: list[str] = field(default_factory=list)
+    proc: subprocess.Popen | None = None
+    log_path: Path | None = None
+
+    @property
+    def host(self) -> str:
+        return f"127.0.0.1:{self.port}"
+
+    @property
+    def url(self) -> str:
+        return f"http://{self.host}"
+
+    @property
+    def admin_user(self) -> str:
+        return ADMIN_USER
+
+    @property
+    def auth(self) -> tuple[str, str]:
+        return (ADMIN_USER, self.admin_password)
+
+    def start(self) -> None:
+        env = dict(os.environ)
+        env["WHARF_ADMIN_PASSWORD"] = self.admin_password
+        self.log_path = self.data_dir.parent / f"wharf-{self.port}.log"
+        log = self.log_path.open("ab")
+        self.proc = subprocess.Popen(
+            [
+                sys.executable,
+                "-m",
+                "wharf",
+                "serve",
+                "--data-dir",
+                str(self.data_dir),
+                "--http-addr",
+                self.host,
+                "--workers",
+                str(self.workers),
+                *self.extra_args,
+            ],
+            env=env,
+            stdout=log,
+            stderr=subprocess.STDOUT,
+        )
+        deadline = time.monotonic() + 30
+        while time.monotonic() < deadline:
+            if self.proc.poll() is not None:
+                raise RuntimeError(f"wharf exited early:\n{self.log_path.read_text()}")
+            try:
+                if httpx.get(f"{self.url}/v2/", timeout=1).status_code in (200, 401):
+                    return
+            except httpx.HTTPError:
+                time.sleep(0.1)
+        raise RuntimeError(f"wharf did not start:\n{self.log_path.read_text()}")
+
+    def stop(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(10)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+
+    def kill(self) -> None:
+        if self.proc and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait()
+
+    def client(self, *, auth: bool = True) -> httpx.Client:
+        return httpx.Client(
+            base_url=self.url, auth=self.auth if auth else None, timeout=60, follow_redirects=False
+        )
+
+
+def start_server(tmp: Path, **kwargs) -> WharfServer:
+    server = WharfServer(
+        data_dir=tmp / "data", port=free_port(), admin_password=secrets.token_urlsafe(16), **kwargs
+    )
+    server.start()
+    return server
+
+
+@pytest.fixture(scope="session")
+def wharf_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WharfServer]:
+    """One registry shared by a whole test session (tests use distinct repository names)."""
+    server = start_server(tmp_path_factory.mktemp("wharf"))
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def fresh_server(tmp_path: Path) -> Iterator[WharfServer]:
+    """A registry of a test's own, for tests that restart or kill it."""
+    server = start_server(tmp_path)
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def client(wharf_server: WharfServer) -> Iterator[httpx.Client]:
+    with wharf_server.client() as c:
+        yield c
+
+
+@pytest.fixture
+def anon(wharf_server: WharfServer) -> Iterator[httpx.Client]:
+    with wharf_server.client(auth=False) as c:
+        yield c
+
+
+@pytest.fixture
+def repo(request: pytest.FixtureRequest) -> str:
+    """A repository name unique to the test."""
+    return f"test/{request.node.name.lower().replace('[', '-').replace(']', '')[:40]}-{secrets.token_hex(3)}"
