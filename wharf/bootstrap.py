@@ -1,0 +1,47 @@
+"""First-start work of a replica: schema migrations and the initial admin account."""
+
+from __future__ import annotations
+
+import os
+import secrets
+import sys
+from pathlib import Path
+
+from wharf.auth.passwords import hash_password
+from wharf.config import Settings
+from wharf.metadata.store import MetadataStore
+
+ADMIN_USERNAME = "admin"
+ADMIN_PASSWORD_FILE = "admin-password"  # noqa: S105 - a file name
+
+
+def prepare(settings: Settings) -> None:
+    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    store = MetadataStore(settings.db_url)
+    try:
+        store.migrate()
+        ensure_admin(store, settings.data_dir)
+    finally:
+        store.dispose()
+
+
+def ensure_admin(store: MetadataStore, data_dir: Path) -> None:
+    """Create the admin account once. Its password is WHARF_ADMIN_PASSWORD, or generated,
+    printed once and saved (mode 0600) in the data directory."""
+    if store.get_user(ADMIN_USERNAME) is not None:
+        return
+    password = os.environ.get("WHARF_ADMIN_PASSWORD")
+    generated = not password
+    if generated:
+        password = secrets.token_urlsafe(18)
+    assert password is not None
+    store.create_user(ADMIN_USERNAME, hash_password(password), is_admin=True)
+    if generated:
+        path = data_dir / ADMIN_PASSWORD_FILE
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(password + "\n")
+        print(
+            f"Created the admin account. Password (shown once, also saved in {path}): {password}",
+            file=sys.stderr,
+        )

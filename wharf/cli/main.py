@@ -1,0 +1,80 @@
+"""The `wharf` command."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+from typing import Any
+
+import click
+from pydantic import ValidationError
+
+from wharf import __version__
+from wharf.config import ConfigError, load_settings
+
+# Exit codes of PRODUCT.md: 0 success, 1 failure, 2 bad usage, 3 refused by a rule.
+EXIT_FAILURE, EXIT_USAGE, EXIT_REFUSED = 1, 2, 3
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(__version__, prog_name="wharf")
+def main() -> None:
+    """Wharf: a self-hosted, trusted container image registry."""
+
+
+@main.command()
+@click.option(
+    "--data-dir",
+    type=click.Path(path_type=Path),
+    envvar="WHARF_DATA_DIR",
+    help="Data directory (default ./wharf-data).",
+)
+@click.option(
+    "--config",
+    "config_file",
+    type=click.Path(path_type=Path, exists=True, dir_okay=False),
+    help="TOML configuration file.",
+)
+@click.option("--db", help="Metadata store URL (default sqlite:///<data-dir>/wharf.db).")
+@click.option("--storage", help="Blob storage URL (default file://<data-dir>/storage).")
+@click.option("--http-addr", help="Plain HTTP HOST:PORT (default 127.0.0.1:5000).")
+@click.option("--https-addr", help="HTTPS HOST:PORT (needs --tls-cert and --tls-key).")
+@click.option("--tls-cert", type=click.Path(path_type=Path), help="PEM certificate (chain).")
+@click.option("--tls-key", type=click.Path(path_type=Path), help="PEM private key.")
+@click.option(
+    "--plain-http",
+    is_flag=True,
+    default=None,
+    help="Allow plain HTTP on a non-loopback address (behind a TLS proxy).",
+)
+@click.option("--workers", type=int, help="Worker processes (default 1).")
+@click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]))
+@click.option("--access-log/--no-access-log", default=None, help="Log every request.")
+def serve(config_file: Path | None, **flags: Any) -> None:
+    """Run this replica of the registry."""
+    from wharf.bootstrap import prepare
+    from wharf.server import serve as run_server
+
+    try:
+        settings = load_settings(config_file, flags)
+        settings.check()
+    except ConfigError as e:
+        raise click.UsageError(str(e)) from None
+    except ValidationError as e:
+        raise click.UsageError(_validation_message(e)) from None
+    prepare(settings)
+    try:
+        run_server(settings)
+    except OSError as e:
+        click.echo(f"wharf: cannot listen: {e}", err=True)
+        sys.exit(EXIT_FAILURE)
+
+
+@main.command()
+def version() -> None:
+    """Print the software version."""
+    click.echo(__version__)
+
+
+def _validation_message(error: ValidationError) -> str:
+    return "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in error.errors())

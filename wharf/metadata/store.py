@@ -1,0 +1,446 @@
+"""The metadata store: repositories, blobs, manifests, tags, uploads and users.
+
+One implementation over SQLAlchemy Core serves SQLite (the embedded default) and, later,
+PostgreSQL. Methods are blocking and short; the HTTP layer calls them from worker threads.
+"""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from datetime import UTC, datetime, timedelta
+from pathlib import Path
+
+from alembic import command
+from alembic.config import Config
+from sqlalchemy import Connection, Engine, and_, create_engine, delete, event, func, select, update
+from sqlalchemy.dialects import postgresql, sqlite
+
+from wharf.metadata import schema as t
+from wharf.metadata.models import Manifest, Referrer, Repository, Upload, User
+
+MIGRATIONS = Path(__file__).parent / "migrations"
+
+
+def utcnow() -> datetime:
+    return datetime.now(UTC)
+
+
+def create_db_engine(url: str) -> Engine:
+    if url.startswith("sqlite"):
+        engine = create_engine(url, pool_size=8, max_overflow=16, pool_pre_ping=False)
+        event.listen(engine, "connect", _sqlite_on_connect)
+        event.listen(engine, "begin", _sqlite_on_begin)
+        return engine
+    return create_engine(url, pool_size=8, max_overflow=16, pool_pre_ping=True)
+
+
+def _sqlite_on_connect(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]
+    # Take transaction control from pysqlite so that writers can BEGIN IMMEDIATE: a deferred
+    # transaction that later writes can fail with "database is locked" instead of waiting.
+    dbapi_connection.isolation_level = None
+    cur = dbapi_connection.cursor()
+    cur.execute("PRAGMA journal_mode=WAL")
+    cur.execute("PRAGMA synchronous=FULL")
+    cur.execute("PRAGMA foreign_keys=ON")
+    cur.execute("PRAGMA busy_timeout=30000")
+    cur.close()
+
+
+def _sqlite_on_begin(conn: Connection) -> None:
+    write = conn.get_execution_options().get("wharf_write", False)
+    conn.exec_driver_sql("BEGIN IMMEDIATE" if write else "BEGIN")
+
+
+class MetadataStore:
+    def __init__(self, url: str) -> None:
+        self.url = url
+        self.engine = create_db_engine(url)
+        self._dialect = self.engine.dialect.name
+
+    # -- plumbing ---------------------------------------------------------------------------
+
+    def migrate(self) -> None:
+        """Bring the schema to the newest revision (idempotent)."""
+        cfg = Config()
+        cfg.set_main_option("script_location", str(MIGRATIONS))
+        with self.engine.connect() as conn:
+            if self._dialect == "sqlite":
+                # WAL mode persists in the file; set it once outside any transaction.
+                conn.exec_driver_sql("PRAGMA journal_mode=WAL")
+            cfg.attributes["connection"] = conn
+            command.upgrade(cfg, "head")
+            conn.commit()
+
+    @contextmanager
+    def _read(self) -> Iterator[Connection]:
+        with self.engine.connect() as conn:
+            yield conn
+
+    @contextmanager
+    def _write(self) -> Iterator[Connection]:
+        with self.engine.connect().execution_options(wharf_write=True) as conn, conn.begin():
+            yield conn
+
+    def _insert(self, table):  # type: ignore[no-untyped-def]
+        return (postgresql if self._dialect == "postgresql" else sqlite).insert(table)
+
+    def dispose(self) -> None:
+        self.engine.dispose()
+
+    # -- users ------------------------------------------------------------------------------
+
+    def get_user(self, username: str) -> User | None:
+        with self._read() as conn:
+            row = conn.execute(select(t.users).where(t.users.c.username == username)).first()
+        return _user(row) if row else None
+
+    def create_user(self, username: str, password_hash: str, *, is_admin: bool) -> User:
+        with self._write() as conn:
+            conn.execute(
+                t.users.insert().values(
+                    username=username,
+                    password_hash=password_hash,
+                    is_admin=is_admin,
+                    is_active=True,
+                    created_at=utcnow(),
+                )
+            )
+            row = conn.execute(select(t.users).where(t.users.c.username == username)).one()
+        return _user(row)
+
+    # -- repositories -----------------------------------------------------------------------
+
+    def get_repository(self, name: str) -> Repository | None:
+        with self._read() as conn:
+            row = conn.execute(select(t.repositories).where(t.repositories.c.name == name)).first()
+        return Repository(row.id, row.name, row.visibility) if row else None
+
+    def ensure_repository(self, name: str) -> Repository:
+        repo = self.get_repository(name)
+        if repo:
+            return repo
+        with self._write() as conn:
+            conn.execute(
+                self._insert(t.repositories)
+                .values(name=name, visibility="private", created_at=utcnow())
+                .on_conflict_do_nothing()
+            )
+            row = conn.execute(select(t.repositories).where(t.repositories.c.name == name)).one()
+        return Repository(row.id, row.name, row.visibility)
+
+    def list_repositories(self, n: int | None, last: str | None) -> list[str]:
+        q = select(t.repositories.c.name).order_by(t.repositories.c.name)
+        if last:
+            q = q.where(t.repositories.c.name > last)
+        if n is not None:
+            q = q.limit(n)
+        with self._read() as conn:
+            return list(conn.execute(q).scalars())
+
+    # -- blobs ------------------------------------------------------------------------------
+
+    def blob_size_in_repository(self, repository: str, digest: str) -> int | None:
+        """Size of a blob if it is linked into the repository."""
+        q = (
+            select(t.blobs.c.size)
+            .join(t.repository_blobs, t.repository_blobs.c.digest == t.blobs.c.digest)
+            .join(t.repositories, t.repositories.c.id == t.repository_blobs.c.repository_id)
+            .where(t.repositories.c.name == repository, t.blobs.c.digest == digest)
+        )
+        with self._read() as conn:
+            return conn.execute(q).scalar()
+
+    def repositories_linking(self, digest: str) -> list[str]:
+        q = (
+            select(t.repositories.c.name)
+            .join(t.repository_blobs, t.repository_blobs.c.repository_id == t.repositories.c.id)
+            .where(t.repository_blobs.c.digest == digest)
+        )
+        with self._read() as conn:
+            return list(conn.execute(q).scalars())
+
+    def link_blob(self, repository_id: int, digest: str, size: int) -> None:
+        with self._write() as conn:
+            self._link_blob(conn, repository_id, digest, size)
+
+    def _link_blob(self, conn: Connection, repository_id: int, digest: str, size: int) -> None:
+        now = utcnow()
+        conn.execute(
+            self._insert(t.blobs)
+            .values(digest=digest, size=size, created_at=now)
+            .on_conflict_do_nothing()
+        )
+        conn.execute(
+            self._insert(t.repository_blobs)
+            .values(repository_id=repository_id, digest=digest, created_at=now)
+            .on_conflict_do_nothing()
+        )
+
+    def unlink_blob(self, repository: str, digest: str) -> bool:
+        repo = self.get_repository(repository)
+        if repo is None:
+            return False
+        with self._write() as conn:
+            result = conn.execute(
+                delete(t.repository_blobs).where(
+                    t.repository_blobs.c.repository_id == repo.id,
+                    t.repository_blobs.c.digest == digest,
+                )
+            )
+        return result.rowcount > 0
+
+    def blob_sizes_in_repository(
+        self, repository_id: int, digests: Iterable[str]
+    ) -> dict[str, int]:
+        digests = list(set(digests))
+        if not digests:
+            return {}
+        q = (
+            select(t.blobs.c.digest, t.blobs.c.size)
+            .join(t.repository_blobs, t.repository_blobs.c.digest == t.blobs.c.digest)
+            .where(
+                t.repository_blobs.c.repository_id == repository_id,
+                t.blobs.c.digest.in_(digests),
+            )
+        )
+        with self._read() as conn:
+            return {row.digest: row.size for row in conn.execute(q)}
+
+    # -- uploads ----------------------------------------------------------------------------
+
+    def create_upload(self, upload_id: str, repository_id: int) -> None:
+        now = utcnow()
+        with self._write() as conn:
+            conn.execute(
+                t.uploads.insert().values(
+                    id=upload_id,
+                    repository_id=repository_id,
+                    size=0,
+                    created_at=now,
+                    updated_at=now,
+                )
+            )
+
+    def get_upload(self, upload_id: str, repository: str) -> Upload | None:
+        q = (
+            select(t.uploads)
+            .join(t.repositories, t.repositories.c.id == t.uploads.c.repository_id)
+            .where(t.uploads.c.id == upload_id, t.repositories.c.name == repository)
+        )
+        with self._read() as conn:
+            row = conn.execute(q).first()
+        if row is None:
+            return None
+        return Upload(row.id, row.repository_id, row.size, row.lease_until, row.created_at)
+
+    def lease_upload(self, upload_id: str, seconds: float) -> bool:
+        """Take (or renew) the right to append to an upload; False if another request has it."""
+        now = utcnow()
+        with self._write() as conn:
+            result = conn.execute(
+                update(t.uploads)
+                .where(
+                    t.uploads.c.id == upload_id,
+                    (t.uploads.c.lease_until.is_(None)) | (t.uploads.c.lease_until < now),
+                )
+                .values(lease_until=now + timedelta(seconds=seconds))
+            )
+        return result.rowcount > 0
+
+    def renew_upload_lease(self, upload_id: str, seconds: float) -> None:
+        with self._write() as conn:
+            conn.execute(
+                update(t.uploads)
+                .where(t.uploads.c.id == upload_id)
+                .values(lease_until=utcnow() + timedelta(seconds=seconds))
+            )
+
+    def release_upload(self, upload_id: str, size: int) -> None:
+        with self._write() as conn:
+            conn.execute(
+                update(t.uploads)
+                .where(t.uploads.c.id == upload_id)
+                .values(size=size, lease_until=None, updated_at=utcnow())
+            )
+
+    def complete_upload(self, upload_id: str, repository_id: int, digest: str, size: int) -> None:
+        """Record the verified blob, link it into the repository and end the session, at once."""
+        with self._write() as conn:
+            self._link_blob(conn, repository_id, digest, size)
+            conn.execute(delete(t.uploads).where(t.uploads.c.id == upload_id))
+
+    def delete_upload(self, upload_id: str) -> bool:
+        with self._write() as conn:
+            result = conn.execute(delete(t.uploads).where(t.uploads.c.id == upload_id))
+        return result.rowcount > 0
+
+    # -- manifests and tags -----------------------------------------------------------------
+
+    def get_manifest_by_tag(self, repository: str, tag: str) -> Manifest | None:
+        q = (
+            select(
+                t.manifests.c.id,
+                t.manifests.c.digest,
+                t.manifests.c.media_type,
+                t.manifests.c.content,
+            )
+            .select_from(t.tags)
+            .join(t.repositories, t.repositories.c.id == t.tags.c.repository_id)
+            .join(t.manifests, t.manifests.c.id == t.tags.c.manifest_id)
+            .where(t.repositories.c.name == repository, t.tags.c.name == tag)
+        )
+        with self._read() as conn:
+            row = conn.execute(q).first()
+        return Manifest(row.id, row.digest, row.media_type, row.content) if row else None
+
+    def get_manifest_by_digest(self, repository: str, digest: str) -> Manifest | None:
+        column = t.manifests.c.sha512 if digest.startswith("sha512:") else t.manifests.c.sha256
+        q = (
+            select(t.manifests.c.id, t.manifests.c.media_type, t.manifests.c.content)
+            .join(t.repositories, t.repositories.c.id == t.manifests.c.repository_id)
+            .where(t.repositories.c.name == repository, column == digest)
+        )
+        with self._read() as conn:
+            row = conn.execute(q).first()
+        return Manifest(row.id, digest, row.media_type, row.content) if row else None
+
+    def existing_manifests(self, repository_id: int, digests: Iterable[str]) -> set[str]:
+        wanted = set(digests)
+        found: set[str] = set()
+        for column, prefix in (
+            (t.manifests.c.sha256, "sha256:"),
+            (t.manifests.c.sha512, "sha512:"),
+        ):
+            some = [d for d in wanted if d.startswith(prefix)]
+            if not some:
+                continue
+            q = select(column).where(t.manifests.c.repository_id == repository_id, column.in_(some))
+            with self._read() as conn:
+                found.update(conn.execute(q).scalars())
+        return found
+
+    def put_manifest(
+        self,
+        repository_id: int,
+        *,
+        digest: str,
+        sha256: str,
+        sha512: str,
+        media_type: str,
+        content: bytes,
+        artifact_type: str | None,
+        subject: str | None,
+        annotations: dict[str, str] | None,
+        references: Iterable[tuple[str, str]],
+        tags: Iterable[str] = (),
+    ) -> None:
+        """Store a manifest (once per repository) and point the given tags at it."""
+        now = utcnow()
+        with self._write() as conn:
+            manifest_id = conn.execute(
+                select(t.manifests.c.id).where(
+                    t.manifests.c.repository_id == repository_id, t.manifests.c.sha256 == sha256
+                )
+            ).scalar()
+            if manifest_id is None:
+                manifest_id = conn.execute(
+                    t.manifests.insert()
+                    .values(
+                        repository_id=repository_id,
+                        digest=digest,
+                        sha256=sha256,
+                        sha512=sha512,
+                        media_type=media_type,
+                        size=len(content),
+                        content=content,
+                        artifact_type=artifact_type,
+                        subject=subject,
+                        annotations=json.dumps(annotations) if annotations else None,
+                        created_at=now,
+                    )
+                    .returning(t.manifests.c.id)
+                ).scalar_one()
+                refs = [
+                    {"manifest_id": manifest_id, "kind": k, "digest": d} for k, d in set(references)
+                ]
+                if refs:
+                    conn.execute(t.manifest_references.insert(), refs)
+            for tag in tags:
+                stmt = self._insert(t.tags).values(
+                    repository_id=repository_id, name=tag, manifest_id=manifest_id, updated_at=now
+                )
+                conn.execute(
+                    stmt.on_conflict_do_update(
+                        index_elements=[t.tags.c.repository_id, t.tags.c.name],
+                        set_={"manifest_id": manifest_id, "updated_at": now},
+                    )
+                )
+
+    def delete_manifest(self, repository: str, digest: str) -> bool:
+        """Delete a manifest and every tag pointing at it."""
+        manifest = self.get_manifest_by_digest(repository, digest)
+        if manifest is None:
+            return False
+        with self._write() as conn:
+            conn.execute(delete(t.tags).where(t.tags.c.manifest_id == manifest.id))
+            conn.execute(
+                delete(t.manifest_references).where(
+                    t.manifest_references.c.manifest_id == manifest.id
+                )
+            )
+            result = conn.execute(delete(t.manifests).where(t.manifests.c.id == manifest.id))
+        return result.rowcount > 0
+
+    def delete_tag(self, repository: str, tag: str) -> bool:
+        repo = self.get_repository(repository)
+        if repo is None:
+            return False
+        with self._write() as conn:
+            result = conn.execute(
+                delete(t.tags).where(t.tags.c.repository_id == repo.id, t.tags.c.name == tag)
+            )
+        return result.rowcount > 0
+
+    def list_tags(self, repository_id: int, n: int | None, last: str | None) -> list[str]:
+        q = (
+            select(t.tags.c.name)
+            .where(t.tags.c.repository_id == repository_id)
+            .order_by(t.tags.c.name)
+        )
+        if last:
+            q = q.where(t.tags.c.name > last)
+        if n is not None:
+            q = q.limit(n)
+        with self._read() as conn:
+            return list(conn.execute(q).scalars())
+
+    def referrers(self, repository: str, subject: str, artifact_type: str | None) -> list[Referrer]:
+        conditions = [t.repositories.c.name == repository, t.manifests.c.subject == subject]
+        if artifact_type is not None:
+            conditions.append(t.manifests.c.artifact_type == artifact_type)
+        q = (
+            select(
+                t.manifests.c.digest,
+                t.manifests.c.media_type,
+                t.manifests.c.size,
+                t.manifests.c.artifact_type,
+                t.manifests.c.annotations,
+            )
+            .join(t.repositories, t.repositories.c.id == t.manifests.c.repository_id)
+            .where(and_(*conditions))
+            .order_by(t.manifests.c.created_at, t.manifests.c.id)
+        )
+        with self._read() as conn:
+            return [Referrer(*row) for row in conn.execute(q)]
+
+    def count(self, table_name: str) -> int:
+        with self._read() as conn:
+            return conn.execute(
+                select(func.count()).select_from(t.metadata.tables[table_name])
+            ).scalar_one()
+
+
+def _user(row) -> User:  # type: ignore[no-untyped-def]
+    return User(row.id, row.username, row.password_hash, row.is_admin, row.is_active)

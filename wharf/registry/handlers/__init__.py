@@ -1,0 +1,1 @@
+"""HTTP handlers of the registry API, one module per resource; thin over RegistryService."""

@@ -1,0 +1,109 @@
+"""What every handler receives, and helpers shared by the handlers."""
+
+from __future__ import annotations
+
+import re
+from collections.abc import AsyncIterator
+from dataclasses import dataclass
+from urllib.parse import quote
+
+from starlette.requests import ClientDisconnect, Request
+from starlette.responses import Response
+
+from wharf.auth.service import AuthService, Identity
+from wharf.registry.errors import BlobUploadInvalid, RangeInvalid, RegistryError
+from wharf.registry.service import RegistryService
+
+_CONTENT_RANGE = re.compile(r"^(?:bytes[ =])?(\d+)-(\d+)(?:/(?:\d+|\*))?$")
+MAX_PAGE = 10_000
+
+
+@dataclass(slots=True)
+class Context:
+    request: Request
+    params: dict[str, str]
+    registry: RegistryService
+    auth: AuthService
+    identity: Identity
+
+    @property
+    def name(self) -> str:
+        return self.params["name"]
+
+    async def may(self, repository: str, action: str) -> bool:
+        """Whether the caller may perform `action` on `repository`."""
+        if self.identity.is_admin:
+            return True
+        repo = await self.registry.repository(repository)
+        is_public = bool(repo and repo.is_public)
+        return action in self.auth.allowed_actions(self.identity, repository, is_public=is_public)
+
+    def query(self, key: str) -> str | None:
+        return self.request.query_params.get(key)
+
+    def header(self, key: str) -> str | None:
+        return self.request.headers.get(key)
+
+    async def body(self) -> AsyncIterator[bytes]:
+        try:
+            async for chunk in self.request.stream():
+                yield chunk
+        except ClientDisconnect:
+            raise BlobUploadInvalid("client disconnected before the body was complete") from None
+
+    def content_length(self) -> int | None:
+        value = self.header("content-length")
+        if value is None:
+            return None
+        if not value.isdigit():
+            raise BlobUploadInvalid("invalid Content-Length")
+        return int(value)
+
+    def has_body(self) -> bool:
+        length = self.content_length()
+        return bool(length) or "chunked" in (self.header("transfer-encoding") or "").lower()
+
+    def content_range(self) -> tuple[int, int] | None:
+        """(start, length) from a Content-Range header, checked against Content-Length."""
+        value = self.header("content-range")
+        if value is None:
+            return None
+        m = _CONTENT_RANGE.match(value.strip())
+        if not m:
+            raise RangeInvalid(f"invalid Content-Range {value!r}")
+        start, end = int(m.group(1)), int(m.group(2))
+        if end < start:
+            raise RangeInvalid(f"invalid Content-Range {value!r}")
+        length = end - start + 1
+        declared = self.content_length()
+        if declared is not None and declared != length:
+            raise RangeInvalid("Content-Range does not match Content-Length")
+        return start, length
+
+    def pagination(self) -> tuple[int, str | None]:
+        """(n, last) of a paginated list; n is capped so that a page stays bounded."""
+        raw_n, last = self.query("n"), self.query("last")
+        if raw_n is None or raw_n == "":
+            return MAX_PAGE, last
+        if not raw_n.isdigit():
+            raise PaginationInvalid(raw_n)
+        return min(int(raw_n), MAX_PAGE), last
+
+
+class PaginationInvalid(RegistryError):
+    code, status, message = "PAGINATION_NUMBER_INVALID", 400, "invalid number of results requested"
+
+
+def link_next(path: str, n: int, last: str) -> str:
+    return f'<{path}?n={n}&last={quote(last, safe="")}>; rel="next"'
+
+
+def empty(status: int, headers: dict[str, str]) -> Response:
+    headers.setdefault("Content-Length", "0")
+    return Response(b"", status_code=status, headers=headers)
+
+
+def json_response(
+    body: bytes, headers: dict[str, str] | None = None, status: int = 200
+) -> Response:
+    return Response(body, status_code=status, headers=headers, media_type="application/json")

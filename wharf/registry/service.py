@@ -1,0 +1,418 @@
+"""The registry's domain logic: blobs, uploads, manifests, tags, referrers.
+
+HTTP handlers translate requests into calls here; this module knows nothing of HTTP beyond
+raising the spec's errors. Blocking store and storage calls run in worker threads.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import uuid
+from collections import OrderedDict
+from collections.abc import AsyncIterator, Callable
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from typing import Any, BinaryIO, TypeVar
+
+from anyio import to_thread
+
+from wharf.metadata.models import Manifest, Referrer, Repository, Upload
+from wharf.metadata.store import MetadataStore
+from wharf.registry import mediatypes as mt
+from wharf.registry.digest import CANONICAL, Digest, parse_digest
+from wharf.registry.errors import (
+    BlobUnknown,
+    BlobUploadUnknown,
+    DigestInvalid,
+    ManifestBlobUnknown,
+    ManifestInvalid,
+    ManifestUnknown,
+    NameUnknown,
+    RangeInvalid,
+    SizeInvalid,
+)
+from wharf.registry.manifest import parse_manifest
+from wharf.registry.names import validate_tag
+from wharf.storage import StorageDriver
+from wharf.storage.paths import blob_path, upload_path, upload_prefix
+
+T = TypeVar("T")
+
+WRITE_BATCH = 1 << 20  # bytes handed to a worker thread at a time (write + hash)
+READ_CHUNK = 1 << 20
+UPLOAD_LEASE_SECONDS = 120.0
+MAX_MANIFEST_SIZE = 4 << 20  # the spec's suggested minimum a registry must accept
+
+
+async def run(func: Callable[..., T], *args: Any) -> T:
+    return await to_thread.run_sync(func, *args)
+
+
+@dataclass(frozen=True, slots=True)
+class BlobInfo:
+    digest: Digest
+    size: int
+    path: str
+
+
+@dataclass(frozen=True, slots=True)
+class StoredManifest:
+    digest: str
+    media_type: str
+    content: bytes
+
+
+@dataclass(frozen=True, slots=True)
+class PushedManifest:
+    digest: str
+    subject: str | None
+
+
+class _HashStates:
+    """Running hashes of uploads in progress in this process, keyed by upload id.
+
+    An upload continued on another process (or after a restart) has no entry here; its hash is
+    then recomputed from storage when it completes, so correctness never depends on this cache.
+    """
+
+    def __init__(self, limit: int = 4096) -> None:
+        self._states: OrderedDict[str, tuple[int, Any]] = OrderedDict()
+        self._limit = limit
+
+    def take(self, upload_id: str, offset: int) -> Any | None:
+        state = self._states.pop(upload_id, None)
+        if state is None:
+            return hashlib.new(CANONICAL) if offset == 0 else None
+        at, hasher = state
+        return hasher if at == offset else None
+
+    def put(self, upload_id: str, offset: int, hasher: Any) -> None:
+        self._states[upload_id] = (offset, hasher)
+        while len(self._states) > self._limit:
+            self._states.popitem(last=False)
+
+    def drop(self, upload_id: str) -> None:
+        self._states.pop(upload_id, None)
+
+
+class RegistryService:
+    def __init__(self, store: MetadataStore, storage: StorageDriver) -> None:
+        self.store = store
+        self.storage = storage
+        self._hashes = _HashStates()
+
+    # -- repositories -----------------------------------------------------------------------
+
+    async def repository(self, name: str) -> Repository | None:
+        return await run(self.store.get_repository, name)
+
+    async def require_repository(self, name: str) -> Repository:
+        repo = await self.repository(name)
+        if repo is None:
+            raise NameUnknown(name)
+        return repo
+
+    # -- blobs ------------------------------------------------------------------------------
+
+    async def stat_blob(self, repository: str, digest: Digest) -> BlobInfo:
+        size = await run(self.store.blob_size_in_repository, repository, str(digest))
+        if size is None:
+            raise BlobUnknown(str(digest))
+        return BlobInfo(digest, size, blob_path(digest))
+
+    def open_blob(self, blob: BlobInfo, offset: int = 0) -> BinaryIO:
+        return self.storage.open_read(blob.path, offset)
+
+    async def delete_blob(self, repository: str, digest: Digest) -> None:
+        if not await run(self.store.unlink_blob, repository, str(digest)):
+            raise BlobUnknown(str(digest))
+
+    async def mount_blob(self, repository: str, digest: Digest, source: str | None) -> bool:
+        """Link a blob from another repository; False when it cannot be mounted."""
+        sources = [source] if source else await run(self.store.repositories_linking, str(digest))
+        for name in sources:
+            size = await run(self.store.blob_size_in_repository, name, str(digest))
+            if size is not None:
+                repo = await run(self.store.ensure_repository, repository)
+                await run(self.store.link_blob, repo.id, str(digest), size)
+                return True
+        return False
+
+    # -- uploads ----------------------------------------------------------------------------
+
+    async def start_upload(self, repository: str) -> Upload:
+        repo = await run(self.store.ensure_repository, repository)
+        upload_id = str(uuid.uuid4())
+        await run(self.store.create_upload, upload_id, repo.id)
+        upload = await run(self.store.get_upload, upload_id, repository)
+        assert upload is not None
+        return upload
+
+    async def get_upload(self, repository: str, upload_id: str) -> Upload:
+        upload = await run(self.store.get_upload, upload_id, repository)
+        if upload is None:
+            raise BlobUploadUnknown(upload_id)
+        return upload
+
+    async def cancel_upload(self, repository: str, upload_id: str) -> None:
+        await self.get_upload(repository, upload_id)
+        if not await self._discard_upload(upload_id):
+            raise BlobUploadUnknown(upload_id)
+
+    async def _discard_upload(self, upload_id: str) -> bool:
+        self._hashes.drop(upload_id)
+        deleted = await run(self.store.delete_upload, upload_id)
+        await run(self.storage.delete, upload_prefix(upload_id))
+        return deleted
+
+    @asynccontextmanager
+    async def _leased(self, repository: str, upload_id: str) -> AsyncIterator[list[int]]:
+        """Hold the upload's write lease; yields [size], whose final value is recorded."""
+        upload = await self.get_upload(repository, upload_id)
+        if not await run(self.store.lease_upload, upload_id, UPLOAD_LEASE_SECONDS):
+            raise RangeInvalid(
+                "another request is writing to this upload", headers=_range_headers(upload.size)
+            )
+        size = [(await self.get_upload(repository, upload_id)).size]
+        try:
+            yield size
+        finally:
+            # On any failure the size stays as it was: bytes past it are discarded by the next
+            # writer, so a half-received chunk never becomes part of the blob.
+            await run(self.store.release_upload, upload_id, size[0])
+
+    async def _append_leased(
+        self,
+        upload_id: str,
+        size: list[int],
+        body: AsyncIterator[bytes],
+        start: int | None,
+        length: int | None,
+    ) -> None:
+        if start is not None and start != size[0]:
+            raise RangeInvalid(
+                f"chunk starts at {start} but the upload has {size[0]} bytes",
+                headers=_range_headers(size[0]),
+            )
+        received = await self._write(upload_id, size[0], body)
+        if length is not None and received != length:
+            raise SizeInvalid(f"expected {length} bytes, received {received}")
+        size[0] += received
+
+    async def append(
+        self,
+        repository: str,
+        upload_id: str,
+        body: AsyncIterator[bytes],
+        *,
+        start: int | None = None,
+        length: int | None = None,
+    ) -> int:
+        """Append a request body to an upload; returns the upload's new size.
+
+        `start` and `length` come from Content-Range/Content-Length: a chunk that does not start
+        where the upload ends is refused (416) before anything is written.
+        """
+        async with self._leased(repository, upload_id) as size:
+            await self._append_leased(upload_id, size, body, start, length)
+            return size[0]
+
+    async def _write(self, upload_id: str, offset: int, body: AsyncIterator[bytes]) -> int:
+        hasher = self._hashes.take(upload_id, offset)
+        writer = await run(self.storage.writer, upload_path(upload_id), offset)
+        received = 0
+        pending = bytearray()
+        since_renewal = 0
+
+        def flush(data: bytes) -> None:
+            writer.write(data)
+            if hasher is not None:
+                hasher.update(data)
+
+        try:
+            async for chunk in body:
+                if not chunk:
+                    continue
+                pending += chunk
+                if len(pending) >= WRITE_BATCH:
+                    data, pending = bytes(pending), bytearray()
+                    await run(flush, data)
+                    received += len(data)
+                    since_renewal += len(data)
+                    if since_renewal >= 256 * WRITE_BATCH:
+                        since_renewal = 0
+                        await run(self.store.renew_upload_lease, upload_id, UPLOAD_LEASE_SECONDS)
+            if pending:
+                await run(flush, bytes(pending))
+                received += len(pending)
+        finally:
+            await run(writer.close)
+        if hasher is not None:
+            self._hashes.put(upload_id, offset + received, hasher)
+        return received
+
+    async def complete_upload(
+        self,
+        repository: str,
+        upload_id: str,
+        digest: Digest,
+        body: AsyncIterator[bytes] | None = None,
+        *,
+        start: int | None = None,
+        length: int | None = None,
+    ) -> BlobInfo:
+        """Finish an upload: append the last body, verify the digest, make the blob visible."""
+        async with self._leased(repository, upload_id) as size:
+            if body is not None:
+                await self._append_leased(upload_id, size, body, start, length)
+            upload = await self.get_upload(repository, upload_id)
+            path = upload_path(upload_id)
+            hasher = (
+                self._hashes.take(upload_id, size[0]) if digest.algorithm == CANONICAL else None
+            )
+            actual = await run(self._finish_file, path, size[0], hasher, digest.algorithm)
+            if actual != digest.hex:
+                await self._discard_upload(upload_id)
+                raise DigestInvalid(
+                    {"expected": str(digest), "actual": f"{digest.algorithm}:{actual}"}
+                )
+            target = blob_path(digest)
+            if await run(self.storage.stat, target) == size[0]:
+                await run(self.storage.delete, path)  # the same content is already stored
+            else:
+                await run(self.storage.move, path, target)
+            await run(
+                self.store.complete_upload, upload_id, upload.repository_id, str(digest), size[0]
+            )
+            await run(self.storage.delete, upload_prefix(upload_id))
+            return BlobInfo(digest, size[0], target)
+
+    def _finish_file(self, path: str, size: int, hasher: Any | None, algorithm: str) -> str:
+        """Make the upload durable and return its hex digest (hashing it again if need be)."""
+        if self.storage.stat(path) is None:
+            self.storage.writer(path, 0).commit()  # an empty upload that never got a body
+        else:
+            self.storage.writer(path, size).commit()
+        if hasher is None:
+            hasher = hashlib.new(algorithm)
+            with self.storage.open_read(path) as f:
+                while chunk := f.read(READ_CHUNK):
+                    hasher.update(chunk)
+        return hasher.hexdigest()
+
+    # -- manifests --------------------------------------------------------------------------
+
+    async def get_manifest(self, repository: str, reference: str) -> StoredManifest:
+        if ":" in reference:
+            digest = parse_digest(reference)
+            found: Manifest | None = await run(
+                self.store.get_manifest_by_digest, repository, str(digest)
+            )
+        else:
+            validate_tag(reference)
+            found = await run(self.store.get_manifest_by_tag, repository, reference)
+        if found is None:
+            raise ManifestUnknown(reference)
+        return StoredManifest(found.digest, found.media_type, found.content)
+
+    async def put_manifest(
+        self,
+        repository: str,
+        reference: str,
+        body: bytes,
+        content_type: str | None,
+        extra_tags: list[str] | None = None,
+    ) -> PushedManifest:
+        parsed = parse_manifest(body, content_type)
+        sha256 = f"sha256:{hashlib.sha256(body).hexdigest()}"
+        sha512 = f"sha512:{hashlib.sha512(body).hexdigest()}"
+        tags = [validate_tag(tag) for tag in extra_tags or []]
+        if ":" in reference:
+            wanted = parse_digest(reference)
+            actual = sha512 if wanted.algorithm == "sha512" else sha256
+            if actual != str(wanted):
+                raise DigestInvalid(
+                    {"expected": str(wanted), "actual": actual},
+                    message="manifest digest did not match the content",
+                )
+            digest = str(wanted)
+        else:
+            tags.insert(0, validate_tag(reference))
+            digest = sha256
+
+        repo = await run(self.store.ensure_repository, repository)
+        needed = {str(d.digest): d for d in parsed.blobs if not d.is_foreign}
+        sizes = await run(self.store.blob_sizes_in_repository, repo.id, needed)
+        for key, descriptor in needed.items():
+            if key not in sizes:
+                raise ManifestBlobUnknown({"digest": key})
+            if sizes[key] != descriptor.size:
+                raise ManifestInvalid(
+                    {"digest": key, "size": descriptor.size, "stored": sizes[key]},
+                    message="descriptor size does not match the stored blob",
+                )
+        children = {str(d.digest) for d in parsed.manifests}
+        if children:
+            present = await run(self.store.existing_manifests, repo.id, children)
+            missing = sorted(children - present)
+            if missing:
+                raise ManifestBlobUnknown({"digest": missing[0]}, message="manifest unknown")
+
+        references = [("blob", str(d.digest)) for d in parsed.blobs]
+        references += [("manifest", child) for child in children]
+        subject = str(parsed.subject.digest) if parsed.subject else None
+        await run(
+            lambda: self.store.put_manifest(
+                repo.id,
+                digest=digest,
+                sha256=sha256,
+                sha512=sha512,
+                media_type=parsed.media_type,
+                content=body,
+                artifact_type=parsed.artifact_type,
+                subject=subject,
+                annotations=parsed.annotations or None,
+                references=references,
+                tags=tags,
+            )
+        )
+        return PushedManifest(digest, subject)
+
+    async def delete_manifest(self, repository: str, reference: str) -> None:
+        if ":" in reference:
+            digest = parse_digest(reference)
+            if not await run(self.store.delete_manifest, repository, str(digest)):
+                raise ManifestUnknown(reference)
+        else:
+            validate_tag(reference)
+            if not await run(self.store.delete_tag, repository, reference):
+                raise ManifestUnknown(reference)
+
+    # -- discovery --------------------------------------------------------------------------
+
+    async def list_tags(self, repository: str, n: int | None, last: str | None) -> list[str]:
+        repo = await self.require_repository(repository)
+        return await run(self.store.list_tags, repo.id, n, last)
+
+    async def catalog(self, n: int | None, last: str | None) -> list[str]:
+        return await run(self.store.list_repositories, n, last)
+
+    async def referrers(self, repository: str, subject: Digest, artifact_type: str | None) -> bytes:
+        found: list[Referrer] = await run(
+            self.store.referrers, repository, str(subject), artifact_type
+        )
+        descriptors = []
+        for r in found:
+            d: dict[str, Any] = {"mediaType": r.media_type, "digest": r.digest, "size": r.size}
+            if r.artifact_type:
+                d["artifactType"] = r.artifact_type
+            if r.annotations:
+                d["annotations"] = json.loads(r.annotations)
+            descriptors.append(d)
+        index = {"schemaVersion": 2, "mediaType": mt.OCI_INDEX, "manifests": descriptors}
+        return json.dumps(index, separators=(",", ":")).encode()
+
+
+def _range_headers(size: int) -> dict[str, str]:
+    return {"Range": f"0-{max(size - 1, 0)}"}

@@ -1,0 +1,122 @@
+"""Runs one replica: binds the listening sockets, then serves them from N worker processes.
+
+Each worker runs the whole application (uvicorn on uvloop with httptools); the sockets are
+bound once by the supervisor and shared, so the kernel spreads connections over the workers.
+A worker that dies is replaced.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import multiprocessing
+import signal
+import socket
+import sys
+from dataclasses import dataclass
+from multiprocessing.connection import wait
+
+import uvicorn
+
+from wharf.app import create_app
+from wharf.config import Settings, split_addr
+
+log = logging.getLogger("wharf.server")
+
+
+@dataclass
+class Listener:
+    sock: socket.socket
+    tls: bool
+
+
+def bind(addr: str) -> socket.socket:
+    host, port = split_addr(addr)
+    family = socket.AF_INET6 if ":" in host else socket.AF_INET
+    sock = socket.socket(family, socket.SOCK_STREAM)
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_REUSEADDR, 1)
+    sock.bind((host, port))
+    sock.listen(2048)
+    sock.set_inheritable(True)
+    return sock
+
+
+def serve(settings: Settings) -> None:
+    listeners = []
+    if settings.http_addr:
+        listeners.append(Listener(bind(settings.http_addr), tls=False))
+    if settings.https_addr:
+        listeners.append(Listener(bind(settings.https_addr), tls=True))
+    for listener in listeners:
+        host, port = listener.sock.getsockname()[:2]
+        scheme = "https" if listener.tls else "http"
+        print(f"Wharf listening on {scheme}://{host}:{port}", file=sys.stderr, flush=True)
+    if settings.workers == 1:
+        run_worker(settings, listeners)
+    else:
+        _supervise(settings, listeners)
+
+
+def run_worker(settings: Settings, listeners: list[Listener]) -> None:
+    logging.basicConfig(
+        level=settings.log_level.upper(), format="%(levelname)s %(name)s %(message)s"
+    )
+    app = create_app(settings)
+    servers = []
+    for listener in listeners:
+        config = uvicorn.Config(
+            app,
+            loop="uvloop",
+            http="httptools",
+            lifespan="off",
+            log_level=settings.log_level,
+            access_log=settings.access_log,
+            server_header=False,
+            timeout_keep_alive=30,
+            ssl_certfile=str(settings.tls_cert) if listener.tls else None,
+            ssl_keyfile=str(settings.tls_key) if listener.tls else None,
+        )
+        servers.append((uvicorn.Server(config), listener.sock))
+
+    async def main() -> None:
+        tasks = [asyncio.create_task(server.serve(sockets=[sock])) for server, sock in servers]
+        await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        # One server saw the shutdown signal (only the last one installed holds the handler).
+        for server, _ in servers:
+            server.should_exit = True
+        await asyncio.gather(*tasks)
+
+    with contextlib.suppress(KeyboardInterrupt):
+        asyncio.run(main())
+
+
+def _supervise(settings: Settings, listeners: list[Listener]) -> None:
+    ctx = multiprocessing.get_context("spawn")
+    stopping = False
+
+    def start() -> multiprocessing.process.BaseProcess:
+        proc = ctx.Process(target=run_worker, args=(settings, listeners), daemon=False)
+        proc.start()
+        return proc
+
+    def stop(signum: int, _frame: object) -> None:
+        nonlocal stopping
+        stopping = True
+
+    signal.signal(signal.SIGTERM, stop)
+    signal.signal(signal.SIGINT, stop)
+    procs = [start() for _ in range(settings.workers)]
+    while not stopping:
+        wait([p.sentinel for p in procs], timeout=0.5)
+        for i, proc in enumerate(procs):
+            if not proc.is_alive() and not stopping:
+                log.warning("worker %s exited with %s; starting a new one", proc.pid, proc.exitcode)
+                procs[i] = start()
+    for proc in procs:
+        if proc.is_alive():
+            proc.terminate()
+    for proc in procs:
+        proc.join(15)
+        if proc.is_alive():
+            proc.kill()

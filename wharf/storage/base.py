@@ -1,0 +1,40 @@
+"""The blob storage driver interface.
+
+Deliberately small (after the reference registry's driver): stat, read at an offset, write at
+an offset with an explicit durable commit, atomic move, delete. Methods are blocking; the
+registry calls them from worker threads.
+"""
+
+from __future__ import annotations
+
+from typing import BinaryIO, Protocol
+
+
+class BlobWriter(Protocol):
+    def write(self, data: bytes) -> None: ...
+
+    def commit(self) -> None:
+        """Make everything written durable (fsync) and close."""
+
+    def close(self) -> None:
+        """Close without the durability guarantee (the data may still be read back)."""
+
+
+class StorageDriver(Protocol):
+    def stat(self, path: str) -> int | None:
+        """Size in bytes of the object at path, or None if there is none."""
+
+    def open_read(self, path: str, offset: int = 0) -> BinaryIO:
+        """A file-like object positioned at offset. Raises FileNotFoundError."""
+
+    def writer(self, path: str, offset: int = 0) -> BlobWriter:
+        """Write starting at offset; anything stored past offset is discarded."""
+
+    def move(self, src: str, dst: str) -> None:
+        """Atomically make src's content visible at dst (replacing dst) and remove src."""
+
+    def delete(self, path: str) -> None:
+        """Delete an object or a whole prefix; missing paths are not an error."""
+
+    def local_path(self, path: str) -> str | None:
+        """A filesystem path for zero-copy reads, when the driver has one."""

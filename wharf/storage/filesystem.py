@@ -1,0 +1,83 @@
+"""Local filesystem driver (the embedded default)."""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+from pathlib import Path
+from typing import BinaryIO
+
+
+class _FileWriter:
+    def __init__(self, path: Path, offset: int) -> None:
+        path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
+        self._file = os.fdopen(fd, "wb", buffering=0)
+        os.ftruncate(fd, offset)
+        self._file.seek(offset)
+
+    def write(self, data: bytes) -> None:
+        view = memoryview(data)
+        while view:
+            n = self._file.write(view)
+            view = view[n:]
+
+    def commit(self) -> None:
+        os.fsync(self._file.fileno())
+        self._file.close()
+
+    def close(self) -> None:
+        self._file.close()
+
+
+class FilesystemDriver:
+    def __init__(self, root: str | os.PathLike[str]) -> None:
+        self.root = Path(root)
+        self.root.mkdir(parents=True, exist_ok=True)
+
+    def _full(self, path: str) -> Path:
+        full = (self.root / path).resolve()
+        if not full.is_relative_to(self.root.resolve()):
+            raise ValueError(f"path escapes storage root: {path}")
+        return full
+
+    def stat(self, path: str) -> int | None:
+        try:
+            return self._full(path).stat().st_size
+        except FileNotFoundError:
+            return None
+
+    def open_read(self, path: str, offset: int = 0) -> BinaryIO:
+        f = self._full(path).open("rb")
+        if offset:
+            f.seek(offset)
+        return f
+
+    def writer(self, path: str, offset: int = 0) -> _FileWriter:
+        return _FileWriter(self._full(path), offset)
+
+    def move(self, src: str, dst: str) -> None:
+        target = self._full(dst)
+        target.parent.mkdir(parents=True, exist_ok=True)
+        os.replace(self._full(src), target)
+        _fsync_dir(target.parent)
+
+    def delete(self, path: str) -> None:
+        full = self._full(path)
+        if full.is_dir():
+            shutil.rmtree(full, ignore_errors=True)
+        else:
+            with contextlib.suppress(FileNotFoundError):
+                full.unlink()
+
+    def local_path(self, path: str) -> str | None:
+        return str(self._full(path))
+
+
+def _fsync_dir(path: Path) -> None:
+    fd = os.open(path, os.O_RDONLY | os.O_DIRECTORY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
