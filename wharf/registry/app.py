@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
 
 from anyio import to_thread
@@ -13,6 +14,7 @@ from wharf.auth.service import ALL_ACTIONS, AuthService, Identity, InvalidCreden
 from wharf.registry import routes
 from wharf.registry.errors import (
     Denied,
+    InternalError,
     MethodNotAllowed,
     NotFound,
     RegistryError,
@@ -32,6 +34,8 @@ class RegistryApp:
         self.registry = registry
         self.auth = auth
         self.challenge = f'Basic realm="{realm}"'
+        self._verifying: dict[str, asyncio.Future[Identity]] = {}
+        self._verify_slots = asyncio.Semaphore(2)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         async def send_with_version(message: dict) -> None:
@@ -44,15 +48,19 @@ class RegistryApp:
             response = await self._dispatch(request)
         except RegistryError as error:
             response = self._error(error)
+        except Exception:
+            log.exception("unhandled error on %s %s", scope["method"], scope["path"])
+            response = self._error(InternalError())
         try:
             await response(scope, receive, send_with_version)
         except RegistryError as error:  # raised by a streaming response before it started
             await self._error(error)(scope, receive, send_with_version)
 
     async def _dispatch(self, request: Request) -> Response:
-        found = routes.match(request.url.path)
+        path = request.scope["path"]
+        found = routes.match(path)
         if found is None:
-            raise NotFound(request.url.path)
+            raise NotFound(path)
         route, params = found
         method = request.method
         if method not in route.methods:
@@ -63,23 +71,28 @@ class RegistryApp:
             validate_name(params["name"])
         ctx = Context(request, params, self.registry, self.auth, identity)
         await self._authorize(ctx, access)
-        try:
-            return await handler(ctx)
-        except RegistryError:
-            raise
-        except Exception:
-            log.exception("unhandled error on %s %s", method, request.url.path)
-            raise
+        return await handler(ctx)
 
     async def _identity(self, request: Request) -> Identity:
         header = request.headers.get("authorization")
         identity = self.auth.cached(header)
         if identity is not None:
             return identity
+        assert header is not None
+        # Single flight: a client opening many connections at once costs one password check.
+        pending = self._verifying.get(header)
+        if pending is None:
+            pending = asyncio.ensure_future(self._verify(header))
+            self._verifying[header] = pending
+            pending.add_done_callback(lambda _: self._verifying.pop(header, None))
         try:
-            return await to_thread.run_sync(self.auth.authenticate, header)
+            return await asyncio.shield(pending)
         except InvalidCredentials as e:
             raise Unauthorized(str(e), headers={"WWW-Authenticate": self.challenge}) from None
+
+    async def _verify(self, header: str) -> Identity:
+        async with self._verify_slots:  # bounds the memory argon2 takes under a login burst
+            return await to_thread.run_sync(self.auth.authenticate, header)
 
     async def _authorize(self, ctx: Context, access: str) -> None:
         identity = ctx.identity

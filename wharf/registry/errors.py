@@ -115,3 +115,7 @@ class NotFound(RegistryError):
 
 class TooManyRequests(RegistryError):
     code, status, message = "TOOMANYREQUESTS", 429, "too many requests"
+
+
+class InternalError(RegistryError):
+    code, status, message = "UNKNOWN", 500, "internal error; the registry's log has the details"

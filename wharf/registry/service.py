@@ -102,10 +102,16 @@ class RegistryService:
         self.storage = storage
         self._hashes = _HashStates()
 
+    async def _read(self, func: Callable[..., T], *args: Any) -> T:
+        """A short metadata read: inline when the store says it is fast, else in a thread."""
+        if self.store.fast_reads:
+            return func(*args)
+        return await run(func, *args)
+
     # -- repositories -----------------------------------------------------------------------
 
     async def repository(self, name: str) -> Repository | None:
-        return await run(self.store.get_repository, name)
+        return await self._read(self.store.get_repository, name)
 
     async def require_repository(self, name: str) -> Repository:
         repo = await self.repository(name)
@@ -116,7 +122,7 @@ class RegistryService:
     # -- blobs ------------------------------------------------------------------------------
 
     async def stat_blob(self, repository: str, digest: Digest) -> BlobInfo:
-        size = await run(self.store.blob_size_in_repository, repository, str(digest))
+        size = await self._read(self.store.blob_size_in_repository, repository, str(digest))
         if size is None:
             raise BlobUnknown(str(digest))
         return BlobInfo(digest, size, blob_path(digest))
@@ -306,12 +312,12 @@ class RegistryService:
     async def get_manifest(self, repository: str, reference: str) -> StoredManifest:
         if ":" in reference:
             digest = parse_digest(reference)
-            found: Manifest | None = await run(
+            found: Manifest | None = await self._read(
                 self.store.get_manifest_by_digest, repository, str(digest)
             )
         else:
-            validate_tag(reference)
-            found = await run(self.store.get_manifest_by_tag, repository, reference)
+            # A malformed tag cannot have been pushed: it is simply unknown.
+            found = await self._read(self.store.get_manifest_by_tag, repository, reference)
         if found is None:
             raise ManifestUnknown(reference)
         return StoredManifest(found.digest, found.media_type, found.content)
@@ -385,7 +391,6 @@ class RegistryService:
             if not await run(self.store.delete_manifest, repository, str(digest)):
                 raise ManifestUnknown(reference)
         else:
-            validate_tag(reference)
             if not await run(self.store.delete_tag, repository, reference):
                 raise ManifestUnknown(reference)
 
