@@ -56,6 +56,13 @@ class BlobInfo:
     path: str
 
 
+@dataclass(slots=True)
+class _Lease:
+    repository_id: int
+    size: int
+    finished: bool = False
+
+
 @dataclass(frozen=True, slots=True)
 class StoredManifest:
     digest: str
@@ -173,38 +180,39 @@ class RegistryService:
         return deleted
 
     @asynccontextmanager
-    async def _leased(self, repository: str, upload_id: str) -> AsyncIterator[list[int]]:
-        """Hold the upload's write lease; yields [size], whose final value is recorded."""
+    async def _leased(self, repository: str, upload_id: str) -> AsyncIterator[_Lease]:
+        """Hold the upload's write lease; the lease's final size is recorded on release."""
         upload = await self.get_upload(repository, upload_id)
         if not await run(self.store.lease_upload, upload_id, UPLOAD_LEASE_SECONDS):
             raise RangeInvalid(
                 "another request is writing to this upload", headers=_range_headers(upload.size)
             )
-        size = [(await self.get_upload(repository, upload_id)).size]
+        lease = _Lease(upload.repository_id, (await self.get_upload(repository, upload_id)).size)
         try:
-            yield size
+            yield lease
         finally:
             # On any failure the size stays as it was: bytes past it are discarded by the next
             # writer, so a half-received chunk never becomes part of the blob.
-            await run(self.store.release_upload, upload_id, size[0])
+            if not lease.finished:
+                await run(self.store.release_upload, upload_id, lease.size)
 
     async def _append_leased(
         self,
         upload_id: str,
-        size: list[int],
+        lease: _Lease,
         body: AsyncIterator[bytes],
         start: int | None,
         length: int | None,
     ) -> None:
-        if start is not None and start != size[0]:
+        if start is not None and start != lease.size:
             raise RangeInvalid(
-                f"chunk starts at {start} but the upload has {size[0]} bytes",
-                headers=_range_headers(size[0]),
+                f"chunk starts at {start} but the upload has {lease.size} bytes",
+                headers=_range_headers(lease.size),
             )
-        received = await self._write(upload_id, size[0], body)
+        received = await self._write(upload_id, lease.size, body)
         if length is not None and received != length:
             raise SizeInvalid(f"expected {length} bytes, received {received}")
-        size[0] += received
+        lease.size += received
 
     async def append(
         self,
@@ -220,9 +228,9 @@ class RegistryService:
         `start` and `length` come from Content-Range/Content-Length: a chunk that does not start
         where the upload ends is refused (416) before anything is written.
         """
-        async with self._leased(repository, upload_id) as size:
-            await self._append_leased(upload_id, size, body, start, length)
-            return size[0]
+        async with self._leased(repository, upload_id) as lease:
+            await self._append_leased(upload_id, lease, body, start, length)
+            return lease.size
 
     async def _write(self, upload_id: str, offset: int, body: AsyncIterator[bytes]) -> int:
         hasher = self._hashes.take(upload_id, offset)
@@ -269,30 +277,48 @@ class RegistryService:
         length: int | None = None,
     ) -> BlobInfo:
         """Finish an upload: append the last body, verify the digest, make the blob visible."""
-        async with self._leased(repository, upload_id) as size:
+        async with self._leased(repository, upload_id) as lease:
             if body is not None:
-                await self._append_leased(upload_id, size, body, start, length)
-            upload = await self.get_upload(repository, upload_id)
-            path = upload_path(upload_id)
-            hasher = (
-                self._hashes.take(upload_id, size[0]) if digest.algorithm == CANONICAL else None
-            )
-            actual = await run(self._finish_file, path, size[0], hasher, digest.algorithm)
-            if actual != digest.hex:
-                await self._discard_upload(upload_id)
-                raise DigestInvalid(
-                    {"expected": str(digest), "actual": f"{digest.algorithm}:{actual}"}
-                )
-            target = blob_path(digest)
-            if await run(self.storage.stat, target) == size[0]:
-                await run(self.storage.delete, path)  # the same content is already stored
-            else:
-                await run(self.storage.move, path, target)
-            await run(
-                self.store.complete_upload, upload_id, upload.repository_id, str(digest), size[0]
-            )
-            await run(self.storage.delete, upload_prefix(upload_id))
-            return BlobInfo(digest, size[0], target)
+                await self._append_leased(upload_id, lease, body, start, length)
+            blob = await self._publish(lease.repository_id, upload_id, digest, lease.size)
+            lease.finished = True
+            return blob
+
+    async def put_blob(
+        self, repository: str, digest: Digest, body: AsyncIterator[bytes], length: int | None
+    ) -> BlobInfo:
+        """A whole blob in one request (POST ?digest=): no session row is needed, since no
+        other request can know this upload. A crash leaves only unreferenced upload bytes."""
+        repo = await run(self.store.ensure_repository, repository)
+        upload_id = str(uuid.uuid4())
+        try:
+            received = await self._write(upload_id, 0, body)
+            if length is not None and received != length:
+                raise SizeInvalid(f"expected {length} bytes, received {received}")
+        except BaseException:
+            await self._discard_upload(upload_id)
+            raise
+        return await self._publish(repo.id, upload_id, digest, received)
+
+    async def _publish(
+        self, repository_id: int, upload_id: str, digest: Digest, size: int
+    ) -> BlobInfo:
+        """Verify an upload's digest, move it to its content address and link it, atomically
+        as far as readers can tell: the blob is visible only once the link is committed."""
+        path = upload_path(upload_id)
+        hasher = self._hashes.take(upload_id, size) if digest.algorithm == CANONICAL else None
+        actual = await run(self._finish_file, path, size, hasher, digest.algorithm)
+        if actual != digest.hex:
+            await self._discard_upload(upload_id)
+            raise DigestInvalid({"expected": str(digest), "actual": f"{digest.algorithm}:{actual}"})
+        target = blob_path(digest)
+        if await run(self.storage.stat, target) == size:
+            await run(self.storage.delete, path)  # the same content is already stored
+        else:
+            await run(self.storage.move, path, target)
+        await run(self.store.complete_upload, upload_id, repository_id, str(digest), size)
+        await run(self.storage.delete, upload_prefix(upload_id))
+        return BlobInfo(digest, size, target)
 
     def _finish_file(self, path: str, size: int, hasher: Any | None, algorithm: str) -> str:
         """Make the upload durable and return its hex digest (hashing it again if need be)."""

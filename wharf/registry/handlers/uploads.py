@@ -6,7 +6,7 @@ from starlette.responses import Response
 
 from wharf.auth.service import PULL
 from wharf.registry.digest import parse_digest
-from wharf.registry.errors import DigestInvalid, RegistryError
+from wharf.registry.errors import DigestInvalid
 from wharf.registry.handlers.context import Context, empty
 from wharf.registry.names import validate_name
 
@@ -34,17 +34,11 @@ async def start(ctx: Context) -> Response:
         # Not mountable: fall back to a regular upload, as the spec requires.
 
     raw_digest = ctx.query("digest")
-    upload = await ctx.registry.start_upload(ctx.name)
     if raw_digest is not None:
         digest = parse_digest(raw_digest)
-        try:
-            blob = await ctx.registry.complete_upload(
-                ctx.name, upload.id, digest, ctx.body(), length=ctx.content_length()
-            )
-        except RegistryError:
-            await ctx.registry.cancel_upload(ctx.name, upload.id)
-            raise
+        blob = await ctx.registry.put_blob(ctx.name, digest, ctx.body(), ctx.content_length())
         return _blob_created(ctx.name, str(blob.digest))
+    upload = await ctx.registry.start_upload(ctx.name)
     size = 0
     if ctx.has_body():
         size = await ctx.registry.append(ctx.name, upload.id, ctx.body())
