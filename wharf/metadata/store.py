@@ -424,34 +424,39 @@ class MetadataStore:
         """Store a manifest (once per repository) and point the given tags at it."""
         now = utcnow()
         with self._write() as conn:
+            # Concurrent pushes of one manifest: exactly one insert wins, the others find it.
             manifest_id = conn.execute(
-                select(t.manifests.c.id).where(
-                    t.manifests.c.repository_id == repository_id, t.manifests.c.sha256 == sha256
+                self._insert(t.manifests)
+                .values(
+                    repository_id=repository_id,
+                    digest=digest,
+                    sha256=sha256,
+                    sha512=sha512,
+                    media_type=media_type,
+                    size=len(content),
+                    content=content,
+                    artifact_type=artifact_type,
+                    subject=subject,
+                    annotations=json.dumps(annotations) if annotations else None,
+                    created_at=now,
                 )
+                .on_conflict_do_nothing(index_elements=["repository_id", "sha256"])
+                .returning(t.manifests.c.id)
             ).scalar()
-            if manifest_id is None:
-                manifest_id = conn.execute(
-                    t.manifests.insert()
-                    .values(
-                        repository_id=repository_id,
-                        digest=digest,
-                        sha256=sha256,
-                        sha512=sha512,
-                        media_type=media_type,
-                        size=len(content),
-                        content=content,
-                        artifact_type=artifact_type,
-                        subject=subject,
-                        annotations=json.dumps(annotations) if annotations else None,
-                        created_at=now,
-                    )
-                    .returning(t.manifests.c.id)
-                ).scalar_one()
+            if manifest_id is not None:
                 refs = [
-                    {"manifest_id": manifest_id, "kind": k, "digest": d} for k, d in set(references)
+                    {"manifest_id": manifest_id, "kind": kind, "digest": ref}
+                    for kind, ref in set(references)
                 ]
                 if refs:
                     conn.execute(t.manifest_references.insert(), refs)
+            else:
+                manifest_id = conn.execute(
+                    select(t.manifests.c.id).where(
+                        t.manifests.c.repository_id == repository_id,
+                        t.manifests.c.sha256 == sha256,
+                    )
+                ).scalar_one()
             for tag in tags:
                 stmt = self._insert(t.tags).values(
                     repository_id=repository_id, name=tag, manifest_id=manifest_id, updated_at=now
