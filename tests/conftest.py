@@ -6,6 +6,7 @@ Tests talk to it over HTTP exactly as clients do; nothing is mocked.
 from __future__ import annotations
 
 import os
+import re
 import secrets
 import socket
 import subprocess
@@ -148,4 +149,5 @@ def anon(wharf_server: WharfServer) -> Iterator[httpx.Client]:
 @pytest.fixture
 def repo(request: pytest.FixtureRequest) -> str:
     """A repository name unique to the test."""
-    return f"test/{request.node.name.lower().replace('[', '-').replace(']', '')[:40]}-{secrets.token_hex(3)}"
+    base = re.sub(r"[^a-z0-9]+", "-", request.node.name.lower())[:40].strip("-")
+    return f"test/{base}-{secrets.token_hex(3)}"

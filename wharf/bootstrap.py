@@ -20,6 +20,8 @@ def prepare(settings: Settings) -> None:
     store = MetadataStore(settings.db_url)
     try:
         store.migrate()
+        if store.embedded:  # this replica is the only one, and it is not running yet
+            store.clear_upload_leases()
         ensure_admin(store, settings.data_dir)
     finally:
         store.dispose()

@@ -11,6 +11,7 @@ import asyncio
 import contextlib
 import logging
 import multiprocessing
+import os
 import signal
 import socket
 import sys
@@ -58,7 +59,7 @@ def serve(settings: Settings) -> None:
         _supervise(settings, listeners)
 
 
-def run_worker(settings: Settings, listeners: list[Listener]) -> None:
+def run_worker(settings: Settings, listeners: list[Listener], supervised: bool = False) -> None:
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(levelname)s %(name)s %(message)s"
     )
@@ -81,14 +82,23 @@ def run_worker(settings: Settings, listeners: list[Listener]) -> None:
 
     async def main() -> None:
         tasks = [asyncio.create_task(server.serve(sockets=[sock])) for server, sock in servers]
+        if supervised:
+            tasks.append(asyncio.create_task(_parent_gone(os.getppid())))
         await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         # One server saw the shutdown signal (only the last one installed holds the handler).
         for server, _ in servers:
             server.should_exit = True
-        await asyncio.gather(*tasks)
+        await asyncio.gather(*tasks[: len(servers)])
 
     with contextlib.suppress(KeyboardInterrupt):
         asyncio.run(main())
+
+
+async def _parent_gone(parent: int) -> None:
+    # A worker whose supervisor was killed must not keep serving the port on its own.
+    while os.getppid() == parent:
+        await asyncio.sleep(1)
+    log.warning("supervisor %s is gone; worker %s exits", parent, os.getpid())
 
 
 def _supervise(settings: Settings, listeners: list[Listener]) -> None:
@@ -96,7 +106,7 @@ def _supervise(settings: Settings, listeners: list[Listener]) -> None:
     stopping = False
 
     def start() -> multiprocessing.process.BaseProcess:
-        proc = ctx.Process(target=run_worker, args=(settings, listeners), daemon=False)
+        proc = ctx.Process(target=run_worker, args=(settings, listeners, True), daemon=False)
         proc.start()
         return proc
 

@@ -144,6 +144,7 @@ uploads = Table(
     Column("size", BigInteger, nullable=False, default=0),
     # While a request appends, it holds a lease so that no other request writes concurrently.
     Column("lease_until", DateTime(timezone=True)),
+    Column("lease_token", String(32)),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
 )

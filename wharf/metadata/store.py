@@ -7,6 +7,7 @@ PostgreSQL. Methods are blocking and short; the HTTP layer calls them from worke
 from __future__ import annotations
 
 import json
+import secrets
 import threading
 from collections.abc import Callable, Iterable, Iterator
 from contextlib import contextmanager
@@ -146,6 +147,8 @@ class MetadataStore:
         # SQLite reads of one indexed row take microseconds and never wait for writers (WAL),
         # so callers may run them on the event loop instead of paying for a thread hop.
         self.fast_reads = self._dialect == "sqlite"
+        # The embedded store serves exactly one replica (PostgreSQL serves several).
+        self.embedded = self._dialect == "sqlite"
         self._local = threading.local()
 
     # -- plumbing ---------------------------------------------------------------------------
@@ -339,9 +342,13 @@ class MetadataStore:
             return None
         return Upload(row.id, row.repository_id, row.size, row.lease_until, row.created_at)
 
-    def lease_upload(self, upload_id: str, seconds: float) -> bool:
-        """Take (or renew) the right to append to an upload; False if another request has it."""
+    def lease_upload(self, upload_id: str, seconds: float) -> str | None:
+        """Take the right to append to an upload: a token, or None if another request has it.
+
+        The lease expires by itself, so a process that died while holding it blocks the
+        upload for at most `seconds`."""
         now = utcnow()
+        token = secrets.token_hex(16)
         with self._write() as conn:
             result = conn.execute(
                 update(t.uploads)
@@ -349,25 +356,34 @@ class MetadataStore:
                     t.uploads.c.id == upload_id,
                     (t.uploads.c.lease_until.is_(None)) | (t.uploads.c.lease_until < now),
                 )
-                .values(lease_until=now + timedelta(seconds=seconds))
+                .values(lease_until=now + timedelta(seconds=seconds), lease_token=token)
+            )
+        return token if result.rowcount else None
+
+    def renew_upload_lease(self, upload_id: str, token: str, seconds: float) -> bool:
+        with self._write() as conn:
+            result = conn.execute(
+                update(t.uploads)
+                .where(t.uploads.c.id == upload_id, t.uploads.c.lease_token == token)
+                .values(lease_until=utcnow() + timedelta(seconds=seconds))
             )
         return result.rowcount > 0
 
-    def renew_upload_lease(self, upload_id: str, seconds: float) -> None:
+    def release_upload(self, upload_id: str, token: str, size: int) -> bool:
+        """Record the upload's new size and give up the lease, if it is still ours."""
         with self._write() as conn:
-            conn.execute(
+            result = conn.execute(
                 update(t.uploads)
-                .where(t.uploads.c.id == upload_id)
-                .values(lease_until=utcnow() + timedelta(seconds=seconds))
+                .where(t.uploads.c.id == upload_id, t.uploads.c.lease_token == token)
+                .values(size=size, lease_until=None, lease_token=None, updated_at=utcnow())
             )
+        return result.rowcount > 0
 
-    def release_upload(self, upload_id: str, size: int) -> None:
+    def clear_upload_leases(self) -> None:
+        """Forget every lease: only for a store no running process uses (start of a lone
+        replica), where any lease is left over from a process that died."""
         with self._write() as conn:
-            conn.execute(
-                update(t.uploads)
-                .where(t.uploads.c.id == upload_id)
-                .values(size=size, lease_until=None, updated_at=utcnow())
-            )
+            conn.execute(update(t.uploads).values(lease_until=None, lease_token=None))
 
     def complete_upload(self, upload_id: str, repository_id: int, digest: str, size: int) -> None:
         """Record the verified blob, link it into the repository and end the session, at once."""

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import time
 import uuid
 from collections import OrderedDict
 from collections.abc import AsyncIterator, Callable
@@ -23,6 +24,7 @@ from wharf.registry import mediatypes as mt
 from wharf.registry.digest import CANONICAL, Digest, parse_digest
 from wharf.registry.errors import (
     BlobUnknown,
+    BlobUploadInvalid,
     BlobUploadUnknown,
     DigestInvalid,
     ManifestBlobUnknown,
@@ -41,7 +43,8 @@ T = TypeVar("T")
 
 WRITE_BATCH = 1 << 20  # bytes handed to a worker thread at a time (write + hash)
 READ_CHUNK = 1 << 20
-UPLOAD_LEASE_SECONDS = 120.0
+UPLOAD_LEASE_SECONDS = 30.0  # a dead writer blocks its upload at most this long
+LEASE_RENEW_SECONDS = 10.0
 MAX_MANIFEST_SIZE = 4 << 20  # the spec's suggested minimum a registry must accept
 
 
@@ -58,6 +61,8 @@ class BlobInfo:
 
 @dataclass(slots=True)
 class _Lease:
+    upload_id: str
+    token: str
     repository_id: int
     size: int
     finished: bool = False
@@ -183,18 +188,20 @@ class RegistryService:
     async def _leased(self, repository: str, upload_id: str) -> AsyncIterator[_Lease]:
         """Hold the upload's write lease; the lease's final size is recorded on release."""
         upload = await self.get_upload(repository, upload_id)
-        if not await run(self.store.lease_upload, upload_id, UPLOAD_LEASE_SECONDS):
+        token = await run(self.store.lease_upload, upload_id, UPLOAD_LEASE_SECONDS)
+        if token is None:
             raise RangeInvalid(
                 "another request is writing to this upload", headers=_range_headers(upload.size)
             )
-        lease = _Lease(upload.repository_id, (await self.get_upload(repository, upload_id)).size)
+        size = (await self.get_upload(repository, upload_id)).size
+        lease = _Lease(upload_id, token, upload.repository_id, size)
         try:
             yield lease
         finally:
             # On any failure the size stays as it was: bytes past it are discarded by the next
             # writer, so a half-received chunk never becomes part of the blob.
             if not lease.finished:
-                await run(self.store.release_upload, upload_id, lease.size)
+                await run(self.store.release_upload, upload_id, token, lease.size)
 
     async def _append_leased(
         self,
@@ -209,7 +216,7 @@ class RegistryService:
                 f"chunk starts at {start} but the upload has {lease.size} bytes",
                 headers=_range_headers(lease.size),
             )
-        received = await self._write(upload_id, lease.size, body)
+        received = await self._write(upload_id, lease.size, body, lease)
         if length is not None and received != length:
             raise SizeInvalid(f"expected {length} bytes, received {received}")
         lease.size += received
@@ -232,12 +239,18 @@ class RegistryService:
             await self._append_leased(upload_id, lease, body, start, length)
             return lease.size
 
-    async def _write(self, upload_id: str, offset: int, body: AsyncIterator[bytes]) -> int:
+    async def _write(
+        self,
+        upload_id: str,
+        offset: int,
+        body: AsyncIterator[bytes],
+        lease: _Lease | None = None,
+    ) -> int:
         hasher = self._hashes.take(upload_id, offset)
         writer = await run(self.storage.writer, upload_path(upload_id), offset)
         received = 0
         pending = bytearray()
-        since_renewal = 0
+        renew_at = time.monotonic() + LEASE_RENEW_SECONDS
 
         def flush(data: bytes) -> None:
             writer.write(data)
@@ -253,10 +266,9 @@ class RegistryService:
                     data, pending = bytes(pending), bytearray()
                     await run(flush, data)
                     received += len(data)
-                    since_renewal += len(data)
-                    if since_renewal >= 256 * WRITE_BATCH:
-                        since_renewal = 0
-                        await run(self.store.renew_upload_lease, upload_id, UPLOAD_LEASE_SECONDS)
+                    if lease is not None and time.monotonic() > renew_at:
+                        renew_at = time.monotonic() + LEASE_RENEW_SECONDS
+                        await self._renew(lease)
             if pending:
                 await run(flush, bytes(pending))
                 received += len(pending)
@@ -265,6 +277,15 @@ class RegistryService:
         if hasher is not None:
             self._hashes.put(upload_id, offset + received, hasher)
         return received
+
+    async def _renew(self, lease: _Lease) -> None:
+        # A stalled client can outlive its lease; once another request took the upload over,
+        # this one must stop writing.
+        if not await run(
+            self.store.renew_upload_lease, lease.upload_id, lease.token, UPLOAD_LEASE_SECONDS
+        ):
+            lease.finished = True
+            raise BlobUploadInvalid("the upload was taken over by another request")
 
     async def complete_upload(
         self,

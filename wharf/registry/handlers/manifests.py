@@ -15,7 +15,8 @@ from wharf.registry.service import MAX_MANIFEST_SIZE, StoredManifest
 async def get(ctx: Context) -> Response:
     reference = ctx.params["reference"]
     manifest = await ctx.registry.get_manifest(ctx.name, reference)
-    accepted = _accepted_types(ctx.header("accept"))
+    # Go clients send one Accept line per media type: all lines count.
+    accepted = _accepted_types(", ".join(ctx.request.headers.getlist("accept")))
     if accepted and manifest.media_type not in accepted:
         manifest = await _negotiate(ctx, manifest, accepted, reference)
     # By digest, answer with the digest asked for (it may be the sha512 of the content).

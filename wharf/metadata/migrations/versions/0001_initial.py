@@ -115,6 +115,7 @@ def upgrade() -> None:
         ),
         sa.Column("size", sa.BigInteger, nullable=False),
         sa.Column("lease_until", TS),
+        sa.Column("lease_token", sa.String(32)),
         sa.Column("created_at", TS, nullable=False),
         sa.Column("updated_at", TS, nullable=False),
     )
