@@ -9,7 +9,7 @@ import pytest
 from wharf.registry import mediatypes as mt
 from wharf.registry.digest import parse_digest
 from wharf.registry.errors import DigestInvalid, ManifestInvalid, NameInvalid, TagInvalid
-from wharf.registry.handlers.blobs import _parse_range
+from wharf.registry.handlers.blobs import IGNORE, _parse_range
 from wharf.registry.manifest import parse_manifest
 from wharf.registry.names import validate_name, validate_tag
 
@@ -134,7 +134,8 @@ def test_foreign_layers_are_marked():
         ("bytes=100-", 100, None),
         ("bytes=5-4", 100, None),
         ("bytes=-0", 100, None),
-        ("items=0-1", 100, None),
+        ("items=0-1", 100, IGNORE),
+        ("bytes=0-1,5-6", 100, IGNORE),
         ("bytes=-", 100, None),
     ],
 )

@@ -90,7 +90,8 @@ class PayloadTooLarge(RegistryError):
 
 
 class TagInvalid(RegistryError):
-    code, status, message = "TAG_INVALID", 400, "manifest tag did not match URI"
+    # Docker's TAG_INVALID is not among the spec's codes.
+    code, status, message = "MANIFEST_INVALID", 400, "invalid tag"
 
 
 class Unauthorized(RegistryError):
@@ -110,7 +111,7 @@ class MethodNotAllowed(RegistryError):
 
 
 class NotFound(RegistryError):
-    code, status, message = "NOT_FOUND", 404, "no such endpoint"
+    code, status, message = "UNSUPPORTED", 404, "no such endpoint"
 
 
 class TooManyRequests(RegistryError):

@@ -25,5 +25,5 @@ def is_valid_tag(tag: str) -> bool:
 
 def validate_tag(tag: str) -> str:
     if not _TAG_RE.match(tag):
-        raise TagInvalid(tag, message="invalid tag")
+        raise TagInvalid(tag)
     return tag

@@ -12,10 +12,11 @@ from wharf.registry.handlers.context import Context, empty
 from wharf.registry.service import READ_CHUNK, BlobInfo, RegistryService, run
 
 _RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+IGNORE = (0, -1)  # a Range header to ignore: serve the whole blob (RFC 9110 14.2)
 
 
 class RangeNotSatisfiable(RegistryError):
-    code, status, message = "BLOB_UNKNOWN", 416, "requested range not satisfiable"
+    code, status, message = "UNSUPPORTED", 416, "requested range not satisfiable"
 
 
 async def get(ctx: Context) -> BlobResponse:
@@ -29,8 +30,8 @@ async def get(ctx: Context) -> BlobResponse:
     }
     start, end, status = 0, blob.size - 1, 200
     requested = ctx.header("range")
-    if requested:
-        parsed = _parse_range(requested, blob.size)
+    parsed = _parse_range(requested, blob.size) if requested else IGNORE
+    if parsed is not IGNORE:
         if parsed is None:
             raise RangeNotSatisfiable(requested, headers={"Content-Range": f"bytes */{blob.size}"})
         start, end = parsed
@@ -46,8 +47,12 @@ async def delete(ctx: Context):  # type: ignore[no-untyped-def]
 
 
 def _parse_range(value: str, size: int) -> tuple[int, int] | None:
-    """A single byte range as (start, end inclusive), or None if unsatisfiable/malformed."""
-    m = _RANGE.match(value.strip())
+    """A single byte range as (start, end inclusive); None if unsatisfiable; IGNORE for what
+    the server may ignore (other units, several ranges), answered with the whole blob."""
+    value = value.strip()
+    if not value.startswith("bytes=") or "," in value:
+        return IGNORE
+    m = _RANGE.match(value)
     if not m or (not m.group(1) and not m.group(2)):
         return None
     if not m.group(1):  # suffix range: the last N bytes

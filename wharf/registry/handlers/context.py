@@ -91,7 +91,7 @@ class Context:
 
 
 class PaginationInvalid(RegistryError):
-    code, status, message = "PAGINATION_NUMBER_INVALID", 400, "invalid number of results requested"
+    code, status, message = "UNSUPPORTED", 400, "invalid number of results requested"
 
 
 def link_next(path: str, n: int, last: str) -> str:

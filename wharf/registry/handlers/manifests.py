@@ -17,7 +17,8 @@ async def get(ctx: Context) -> Response:
     manifest = await ctx.registry.get_manifest(ctx.name, reference)
     # Go clients send one Accept line per media type: all lines count.
     accepted = _accepted_types(", ".join(ctx.request.headers.getlist("accept")))
-    if accepted and manifest.media_type not in accepted:
+    # Content fetched by digest is that content, whatever the client accepts.
+    if accepted and manifest.media_type not in accepted and ":" not in reference:
         manifest = await _negotiate(ctx, manifest, accepted, reference)
     # By digest, answer with the digest asked for (it may be the sha512 of the content).
     digest = reference if ":" in reference else manifest.digest

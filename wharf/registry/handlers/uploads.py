@@ -6,7 +6,7 @@ from starlette.responses import Response
 
 from wharf.auth.service import PULL
 from wharf.registry.digest import parse_digest
-from wharf.registry.errors import DigestInvalid
+from wharf.registry.errors import DigestInvalid, RegistryError
 from wharf.registry.handlers.context import Context, empty
 from wharf.registry.names import validate_name
 
@@ -25,14 +25,10 @@ def _blob_created(name: str, digest: str) -> Response:
 
 async def start(ctx: Context) -> Response:
     mount, source = ctx.query("mount"), ctx.query("from")
-    if mount:
-        digest = parse_digest(mount)
-        if source is not None:
-            validate_name(source)
-        if await _may_read(ctx, source) and await ctx.registry.mount_blob(ctx.name, digest, source):
-            return _blob_created(ctx.name, str(digest))
-        # Not mountable: fall back to a regular upload, as the spec requires.
-
+    if mount and await _mountable(ctx, mount, source):
+        return _blob_created(ctx.name, mount)
+    # Not mountable (unknown blob, no access, malformed arguments): a regular upload instead,
+    # as the spec asks.
     raw_digest = ctx.query("digest")
     if raw_digest is not None:
         digest = parse_digest(raw_digest)
@@ -45,12 +41,18 @@ async def start(ctx: Context) -> Response:
     return empty(202, _upload_headers(ctx.name, upload.id, size))
 
 
-async def _may_read(ctx: Context, source: str | None) -> bool:
-    # Mounting from a repository needs read access there; without `from`, only an admin may
-    # have the registry find the blob in any repository.
-    if source is None:
-        return ctx.identity.is_admin
-    return await ctx.may(source, PULL)
+async def _mountable(ctx: Context, mount: str, source: str | None) -> bool:
+    try:
+        digest = parse_digest(mount)
+        if source is not None:
+            validate_name(source)
+    except RegistryError:
+        return False
+    # Mounting needs read access to the source; without `from`, only an admin may have the
+    # registry find the blob in any repository.
+    if not (ctx.identity.is_admin if source is None else await ctx.may(source, PULL)):
+        return False
+    return await ctx.registry.mount_blob(ctx.name, digest, source)
 
 
 async def status(ctx: Context) -> Response:
