@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 
 import pytest
@@ -153,11 +154,27 @@ def test_put_by_digest_with_extra_tags(client, repo):
     r = put_manifest(client, repo, sha256(body), body, params=[("tag", "one"), ("tag", "two")])
     assert r.status_code == 201
     assert r.headers["docker-content-digest"] == sha256(body)
+    assert {t.strip() for t in r.headers["oci-tag"].split(",")} == {"one", "two"}
     assert tags_of(client, repo) == ["one", "two"]
     for tag in ("one", "two"):
         got = client.get(f"/v2/{repo}/manifests/{tag}")
         assert got.status_code == 200
         assert got.content == body
+
+
+def test_tag_push_reports_the_digest_the_content_was_pushed_under(client, repo):
+    config = b"{}"
+    push_blob(client, repo, config)
+    body = canonical(image_manifest(descriptor(OCI_CONFIG, config), []))
+    sha512 = "sha512:" + hashlib.sha512(body).hexdigest()
+    assert put_manifest(client, repo, sha512, body).headers["docker-content-digest"] == sha512
+    r = put_manifest(client, repo, "later", body)
+    assert r.status_code == 201
+    assert r.headers["docker-content-digest"] == sha512
+    assert "oci-tag" not in r.headers
+    got = client.get(f"/v2/{repo}/manifests/later")
+    assert got.headers["docker-content-digest"] == sha512
+    assert got.content == body
 
 
 def test_put_by_tag_with_extra_tags(client, repo):

@@ -436,8 +436,10 @@ class MetadataStore:
         annotations: dict[str, str] | None,
         references: Iterable[tuple[str, str]],
         tags: Iterable[str] = (),
-    ) -> None:
-        """Store a manifest (once per repository) and point the given tags at it."""
+    ) -> str:
+        """Store a manifest (once per repository) and point the given tags at it.
+
+        Returns the digest the repository knows it by: the one it was first pushed under."""
         now = utcnow()
         with self._write() as conn:
             # Concurrent pushes of one manifest: exactly one insert wins, the others find it.
@@ -467,12 +469,12 @@ class MetadataStore:
                 if refs:
                     conn.execute(t.manifest_references.insert(), refs)
             else:
-                manifest_id = conn.execute(
-                    select(t.manifests.c.id).where(
+                manifest_id, digest = conn.execute(
+                    select(t.manifests.c.id, t.manifests.c.digest).where(
                         t.manifests.c.repository_id == repository_id,
                         t.manifests.c.sha256 == sha256,
                     )
-                ).scalar_one()
+                ).one()
             for tag in tags:
                 stmt = self._insert(t.tags).values(
                     repository_id=repository_id, name=tag, manifest_id=manifest_id, updated_at=now
@@ -483,6 +485,7 @@ class MetadataStore:
                         set_={"manifest_id": manifest_id, "updated_at": now},
                     )
                 )
+            return digest
 
     def delete_manifest(self, repository: str, digest: str) -> bool:
         """Delete a manifest and every tag pointing at it."""

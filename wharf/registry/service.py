@@ -79,6 +79,7 @@ class StoredManifest:
 class PushedManifest:
     digest: str
     subject: str | None
+    tags: tuple[str, ...]
 
 
 class _HashStates:
@@ -415,7 +416,7 @@ class RegistryService:
         references = [("blob", str(d.digest)) for d in parsed.blobs]
         references += [("manifest", child) for child in children]
         subject = str(parsed.subject.digest) if parsed.subject else None
-        await run(
+        stored_as = await run(
             lambda: self.store.put_manifest(
                 repo.id,
                 digest=digest,
@@ -430,7 +431,9 @@ class RegistryService:
                 tags=tags,
             )
         )
-        return PushedManifest(digest, subject)
+        # By tag, the client did not choose an algorithm: report the digest the content is
+        # known by (a sha512 push stays sha512), as GET by tag does.
+        return PushedManifest(digest if ":" in reference else stored_as, subject, tuple(tags))
 
     async def delete_manifest(self, repository: str, reference: str) -> None:
         if ":" in reference:

@@ -84,6 +84,8 @@ async def put(ctx: Context) -> Response:
     }
     if pushed.subject:
         headers["OCI-Subject"] = pushed.subject
+    if ":" in ctx.params["reference"] and pushed.tags:
+        headers["OCI-Tag"] = ", ".join(pushed.tags)  # the ?tag= parameters applied
     return empty(201, headers)
 
 
