@@ -18,9 +18,6 @@ import sys
 from dataclasses import dataclass
 from multiprocessing.connection import wait
 
-import uvicorn
-
-from wharf.app import create_app
 from wharf.config import Settings, split_addr
 
 log = logging.getLogger("wharf.server")
@@ -63,6 +60,11 @@ def serve(settings: Settings) -> None:
 
 
 def run_worker(settings: Settings, listeners: list[Listener], supervised: bool = False) -> None:
+    # Imported here: the supervisor process never needs the application's libraries.
+    import uvicorn
+
+    from wharf.app import create_app
+
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(levelname)s %(name)s %(message)s"
     )
@@ -105,7 +107,9 @@ async def _parent_gone(parent: int) -> None:
 
 
 def _supervise(settings: Settings, listeners: list[Listener]) -> None:
-    ctx = multiprocessing.get_context("spawn")
+    # fork, not spawn: the supervisor is lean (no threads, none of the app's libraries), and
+    # spawn would add a resource-tracker process and re-import everything.
+    ctx = multiprocessing.get_context("fork")
     stopping = False
 
     def start() -> multiprocessing.process.BaseProcess:

@@ -196,7 +196,7 @@ def worker_pids(supervisor: int, expected: int, timeout: float = 30) -> list[int
                     cmdline = f.read()
             except (OSError, IndexError, ValueError):
                 continue
-            if ppid == supervisor and b"spawn_main" in cmdline:
+            if ppid == supervisor and b"wharf" in cmdline:
                 found.append(int(entry))
         if len(found) >= expected or time.monotonic() > deadline:
             return sorted(found)

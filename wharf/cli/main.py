@@ -7,7 +7,6 @@ from pathlib import Path
 from typing import Any
 
 import click
-from pydantic import ValidationError
 
 from wharf import __version__
 from wharf.config import ConfigError, load_settings
@@ -52,7 +51,6 @@ def main() -> None:
 @click.option("--access-log/--no-access-log", default=None, help="Log every request.")
 def serve(config_file: Path | None, **flags: Any) -> None:
     """Run this replica of the registry."""
-    from wharf.bootstrap import prepare
     from wharf.server import serve as run_server
 
     try:
@@ -60,9 +58,9 @@ def serve(config_file: Path | None, **flags: Any) -> None:
         settings.check()
     except ConfigError as e:
         raise click.UsageError(str(e)) from None
-    except ValidationError as e:
-        raise click.UsageError(_validation_message(e)) from None
-    prepare(settings)
+    # Migrations and the admin account are done in a child process, so that the supervisor
+    # of the workers never holds SQLAlchemy, alembic and argon2 in its memory.
+    _in_child(_prepare, settings)
     try:
         run_server(settings)
     except OSError as e:
@@ -76,5 +74,18 @@ def version() -> None:
     click.echo(__version__)
 
 
-def _validation_message(error: ValidationError) -> str:
-    return "; ".join(f"{'.'.join(str(p) for p in e['loc'])}: {e['msg']}" for e in error.errors())
+def _in_child(func: Any, *args: Any) -> None:
+    import multiprocessing
+
+    proc = multiprocessing.get_context("fork").Process(target=func, args=args)
+    proc.start()
+    proc.join()
+    if proc.exitcode != 0:
+        click.echo("wharf: could not prepare the data directory (see above)", err=True)
+        sys.exit(EXIT_FAILURE)
+
+
+def _prepare(settings: Any) -> None:
+    from wharf.bootstrap import prepare
+
+    prepare(settings)

@@ -15,8 +15,6 @@ from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
-from alembic import command
-from alembic.config import Config
 from sqlalchemy import (
     ColumnElement,
     Connection,
@@ -155,6 +153,10 @@ class MetadataStore:
 
     def migrate(self) -> None:
         """Bring the schema to the newest revision (idempotent)."""
+        # Imported here: alembic (~11 MiB) is needed once at start, not in every worker.
+        from alembic import command
+        from alembic.config import Config
+
         cfg = Config()
         cfg.set_main_option("script_location", str(MIGRATIONS))
         with self.engine.connect() as conn:
