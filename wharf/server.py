@@ -95,8 +95,11 @@ def run_worker(settings: Settings, listeners: list[Listener], supervised: bool =
             server.should_exit = True
         await asyncio.gather(*tasks[: len(servers)])
 
+    import uvloop
+
+    # uvicorn's `loop="uvloop"` only applies when uvicorn owns the loop; here we do.
     with contextlib.suppress(KeyboardInterrupt):
-        asyncio.run(main())
+        uvloop.run(main())
 
 
 async def _parent_gone(parent: int) -> None:

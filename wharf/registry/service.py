@@ -6,6 +6,7 @@ raising the spec's errors. Blocking store and storage calls run in worker thread
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import json
 import time
@@ -250,7 +251,9 @@ class RegistryService:
         hasher = self._hashes.take(upload_id, offset)
         writer = await run(self.storage.writer, upload_path(upload_id), offset)
         received = 0
-        pending = bytearray()
+        batch: list[bytes] = []
+        batched = 0
+        in_flight: asyncio.Future[None] | None = None
         renew_at = time.monotonic() + LEASE_RENEW_SECONDS
 
         def flush(data: bytes) -> None:
@@ -262,18 +265,28 @@ class RegistryService:
             async for chunk in body:
                 if not chunk:
                     continue
-                pending += chunk
-                if len(pending) >= WRITE_BATCH:
-                    data, pending = bytes(pending), bytearray()
-                    await run(flush, data)
-                    received += len(data)
+                batch.append(chunk)
+                batched += len(chunk)
+                if batched >= WRITE_BATCH:
+                    # Write and hash this batch in a thread while the next one is received:
+                    # at most two batches are in memory.
+                    if in_flight is not None:
+                        await in_flight
+                    in_flight = asyncio.ensure_future(run(flush, b"".join(batch)))
+                    received += batched
+                    batch, batched = [], 0
                     if lease is not None and time.monotonic() > renew_at:
                         renew_at = time.monotonic() + LEASE_RENEW_SECONDS
                         await self._renew(lease)
-            if pending:
-                await run(flush, bytes(pending))
-                received += len(pending)
+            if in_flight is not None:
+                await in_flight
+                in_flight = None
+            if batch:
+                await run(flush, b"".join(batch))
+                received += batched
         finally:
+            if in_flight is not None:
+                await asyncio.gather(in_flight, return_exceptions=True)
             await run(writer.close)
         if hasher is not None:
             self._hashes.put(upload_id, offset + received, hasher)
