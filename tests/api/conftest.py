@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import re
 import secrets
 from collections.abc import Iterator
 from dataclasses import dataclass
@@ -44,14 +43,3 @@ def user_client(wharf_server, user: User) -> Iterator[httpx.Client]:
         base_url=wharf_server.url, auth=user.auth, timeout=60, follow_redirects=False
     ) as c:
         yield c
-
-
-@pytest.fixture
-def repo(request: pytest.FixtureRequest) -> str:
-    """A repository name unique to the test, always valid.
-
-    Overrides the top-level fixture, whose truncated test names can end in `_` or contain
-    `+`/`.`-runs that the name grammar refuses (e.g. `..._after_-4de979`).
-    """
-    stem = re.sub(r"[^a-z0-9]+", "-", request.node.name.lower())[:40].strip("-")
-    return f"test/{stem}-{secrets.token_hex(3)}"

@@ -4,8 +4,6 @@ SIGKILLed and started again on the same data directory."""
 from __future__ import annotations
 
 import importlib.util
-import re
-import secrets
 import sys
 from collections.abc import Iterator
 from pathlib import Path
@@ -80,11 +78,3 @@ def servers(tmp_path: Path) -> Iterator[Servers]:
 def server(servers: Servers) -> WharfServer:
     """A single-worker registry of the test's own."""
     return servers.start()
-
-
-@pytest.fixture
-def repo(request: pytest.FixtureRequest) -> str:
-    """A valid repository name unique to the test. (Overrides tests/conftest.py's, which can
-    cut a name right after a separator, e.g. "..._and_-1a2b3c", an invalid name.)"""
-    stem = re.sub(r"[^a-z0-9]+", "-", request.node.name.lower())[:40].strip("-")
-    return f"integrity/{stem}-{secrets.token_hex(3)}"
