@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from datetime import datetime
 
 
 @dataclass(frozen=True, slots=True)
@@ -48,5 +47,3 @@ class Upload:
     id: str
     repository_id: int
     size: int
-    lease_until: datetime | None
-    created_at: datetime

@@ -118,7 +118,19 @@ def _blob_size() -> Executable:
     )
 
 
+def _upload() -> Executable:
+    return (
+        select(t.uploads.c.id, t.uploads.c.repository_id, t.uploads.c.size)
+        .join(t.repositories, t.repositories.c.id == t.uploads.c.repository_id)
+        .where(
+            t.uploads.c.id == bindparam("upload_id"),
+            t.repositories.c.name == bindparam("repository"),
+        )
+    )
+
+
 _QUERIES: dict[str, Callable[[], Executable]] = {
+    "upload": _upload,
     "manifest_by_tag": _manifest_by_tag,
     "manifest_by_sha256": lambda: _manifest_by_digest(t.manifests.c.sha256),
     "manifest_by_sha512": lambda: _manifest_by_digest(t.manifests.c.sha512),
@@ -148,6 +160,7 @@ class MetadataStore:
         # The embedded store serves exactly one replica (PostgreSQL serves several).
         self.embedded = self._dialect == "sqlite"
         self._local = threading.local()
+        self._write_lock = threading.Lock()
 
     # -- plumbing ---------------------------------------------------------------------------
 
@@ -173,9 +186,29 @@ class MetadataStore:
             yield conn
 
     @contextmanager
-    def _write(self) -> Iterator[Connection]:
-        with self.engine.connect().execution_options(wharf_write=True) as conn, conn.begin():
-            yield conn
+    def _write(self, durable: bool = True) -> Iterator[Connection]:
+        """A write transaction. `durable=False` is for state whose loss in a power failure
+        is harmless (upload-session bookkeeping): on SQLite it commits without an fsync,
+        still atomically. A durable commit later flushes it to disk anyway."""
+        if not self.embedded:
+            with self.engine.connect() as conn, conn.begin():
+                yield conn
+            return
+        # SQLite has one writer at a time and makes the others poll with sleeps of up to
+        # 100 ms; queueing this process's writers on a mutex first keeps that for the rare
+        # contention between processes.
+        with self._write_lock, self.engine.connect() as conn:
+            # On the DBAPI connection: through SQLAlchemy the PRAGMA would open a transaction,
+            # inside which SQLite refuses to change it.
+            raw = conn.connection.driver_connection
+            if not durable:
+                raw.execute("PRAGMA synchronous=NORMAL")
+            try:
+                with conn.execution_options(wharf_write=True).begin():
+                    yield conn
+            finally:
+                if not durable:
+                    raw.execute("PRAGMA synchronous=FULL")
 
     def _fetch_one(self, query: str, **values: Any) -> Any:
         prepared = self._prepared[query]
@@ -321,7 +354,7 @@ class MetadataStore:
 
     def create_upload(self, upload_id: str, repository_id: int) -> None:
         now = utcnow()
-        with self._write() as conn:
+        with self._write(durable=False) as conn:
             conn.execute(
                 t.uploads.insert().values(
                     id=upload_id,
@@ -333,16 +366,8 @@ class MetadataStore:
             )
 
     def get_upload(self, upload_id: str, repository: str) -> Upload | None:
-        q = (
-            select(t.uploads)
-            .join(t.repositories, t.repositories.c.id == t.uploads.c.repository_id)
-            .where(t.uploads.c.id == upload_id, t.repositories.c.name == repository)
-        )
-        with self._read() as conn:
-            row = conn.execute(q).first()
-        if row is None:
-            return None
-        return Upload(row.id, row.repository_id, row.size, row.lease_until, row.created_at)
+        row = self._fetch_one("upload", upload_id=upload_id, repository=repository)
+        return Upload(*row) if row else None
 
     def lease_upload(self, upload_id: str, seconds: float) -> str | None:
         """Take the right to append to an upload: a token, or None if another request has it.
@@ -351,7 +376,7 @@ class MetadataStore:
         upload for at most `seconds`."""
         now = utcnow()
         token = secrets.token_hex(16)
-        with self._write() as conn:
+        with self._write(durable=False) as conn:
             result = conn.execute(
                 update(t.uploads)
                 .where(
@@ -363,7 +388,7 @@ class MetadataStore:
         return token if result.rowcount else None
 
     def renew_upload_lease(self, upload_id: str, token: str, seconds: float) -> bool:
-        with self._write() as conn:
+        with self._write(durable=False) as conn:
             result = conn.execute(
                 update(t.uploads)
                 .where(t.uploads.c.id == upload_id, t.uploads.c.lease_token == token)
@@ -373,7 +398,7 @@ class MetadataStore:
 
     def release_upload(self, upload_id: str, token: str, size: int) -> bool:
         """Record the upload's new size and give up the lease, if it is still ours."""
-        with self._write() as conn:
+        with self._write(durable=False) as conn:
             result = conn.execute(
                 update(t.uploads)
                 .where(t.uploads.c.id == upload_id, t.uploads.c.lease_token == token)
