@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import ctypes
 import logging
 import multiprocessing
 import os
@@ -60,6 +61,7 @@ def serve(settings: Settings) -> None:
 
 
 def run_worker(settings: Settings, listeners: list[Listener], supervised: bool = False) -> None:
+    _tune_malloc()
     # Imported here: the supervisor process never needs the application's libraries.
     import uvicorn
 
@@ -100,6 +102,26 @@ def run_worker(settings: Settings, listeners: list[Listener], supervised: bool =
     # uvicorn's `loop="uvloop"` only applies when uvicorn owns the loop; here we do.
     with contextlib.suppress(KeyboardInterrupt):
         uvloop.run(main())
+
+
+def _tune_malloc() -> None:
+    """Keep glibc's allocator from hoarding memory in a worker.
+
+    Request bodies pass through 1 MiB buffers allocated on the event loop and freed in worker
+    threads. With glibc's defaults each thread gets its own arena (up to 8 per core) and the
+    mmap threshold rises after the first large free, so such buffers end up in arenas that
+    are never returned: RSS grew by ~200 MiB over a benchmark run. Two arenas and a fixed
+    256 KiB mmap threshold (large buffers are mmapped and unmapped when freed) stop that.
+    """
+    try:
+        libc = ctypes.CDLL("libc.so.6")
+        mallopt = libc.mallopt
+    except (OSError, AttributeError):  # not glibc: nothing to tune
+        return
+    m_trim_threshold, m_mmap_threshold, m_arena_max = -1, -3, -8
+    mallopt(m_arena_max, 2)
+    mallopt(m_mmap_threshold, 256 * 1024)
+    mallopt(m_trim_threshold, 1024 * 1024)
 
 
 async def _parent_gone(parent: int) -> None:
