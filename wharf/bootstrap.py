@@ -16,7 +16,8 @@ ADMIN_PASSWORD_FILE = "admin-password"  # noqa: S105 - a file name
 
 
 def prepare(settings: Settings) -> None:
-    settings.data_dir.mkdir(parents=True, exist_ok=True)
+    # The data directory holds password hashes and, later, keys: private to its owner.
+    settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     store = MetadataStore(settings.db_url)
     try:
         store.migrate()

@@ -84,6 +84,7 @@ def test_generated_admin_password_is_saved_0600_and_works(tmp_path):
             subprocess.run(["sleep", "0.1"], check=True)
         password = saved.read_text().strip()
         assert stat.S_IMODE(saved.stat().st_mode) == 0o600
+        assert stat.S_IMODE(data.stat().st_mode) == 0o700
         assert (
             httpx.get(f"http://127.0.0.1:{port}/v2/", auth=("admin", password)).status_code == 200
         )
