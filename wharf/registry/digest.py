@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import hashlib
 import re
 from dataclasses import dataclass
 
@@ -38,17 +37,5 @@ def parse_digest(value: str) -> Digest:
     return Digest(algorithm, encoded)
 
 
-def looks_like_digest(reference: str) -> bool:
-    return ":" in reference
-
-
 def _is_lower_hex(s: str) -> bool:
     return all(c in "0123456789abcdef" for c in s)
-
-
-def new_hasher(algorithm: str = CANONICAL) -> hashlib._Hash:
-    return hashlib.new(algorithm)
-
-
-def digest_bytes(data: bytes, algorithm: str = CANONICAL) -> Digest:
-    return Digest(algorithm, hashlib.new(algorithm, data).hexdigest())

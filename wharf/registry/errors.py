@@ -102,20 +102,12 @@ class Denied(RegistryError):
     code, status, message = "DENIED", 403, "requested access to the resource is denied"
 
 
-class Unsupported(RegistryError):
-    code, status, message = "UNSUPPORTED", 400, "the operation is unsupported"
-
-
 class MethodNotAllowed(RegistryError):
     code, status, message = "UNSUPPORTED", 405, "method not allowed"
 
 
 class NotFound(RegistryError):
     code, status, message = "UNSUPPORTED", 404, "no such endpoint"
-
-
-class TooManyRequests(RegistryError):
-    code, status, message = "TOOMANYREQUESTS", 429, "too many requests"
 
 
 class InternalError(RegistryError):

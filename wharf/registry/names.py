@@ -19,10 +19,6 @@ def validate_name(name: str) -> str:
     return name
 
 
-def is_valid_tag(tag: str) -> bool:
-    return bool(_TAG_RE.match(tag))
-
-
 def validate_tag(tag: str) -> str:
     if not _TAG_RE.match(tag):
         raise TagInvalid(tag)
