@@ -165,9 +165,7 @@ class RegistryService:
         repo = await run(self.store.ensure_repository, repository)
         upload_id = str(uuid.uuid4())
         await run(self.store.create_upload, upload_id, repo.id)
-        upload = await run(self.store.get_upload, upload_id, repository)
-        assert upload is not None
-        return upload
+        return Upload(upload_id, repo.id, 0)
 
     async def get_upload(self, repository: str, upload_id: str) -> Upload:
         upload = await run(self.store.get_upload, upload_id, repository)
