@@ -1,4 +1,5 @@
-"""The whole HTTP application of one replica: the registry API under /v2/."""
+"""The whole HTTP application of one replica: the registry API under /v2/, the token
+endpoint /auth/token and the management API under /api/v0/."""
 
 from __future__ import annotations
 
@@ -6,20 +7,21 @@ import json
 
 from starlette.types import ASGIApp, Receive, Scope, Send
 
-from wharf.auth.service import AuthService
+from wharf.auth.endpoint import TokenEndpoint
 from wharf.config import Settings
-from wharf.metadata.store import MetadataStore
 from wharf.registry.app import RegistryApp
-from wharf.registry.service import RegistryService
-from wharf.storage import open_storage
+from wharf.services import build_services
 
 HSTS = (b"strict-transport-security", b"max-age=31536000")
 
 
 def create_app(settings: Settings) -> ASGIApp:
-    store = MetadataStore(settings.db_url)
-    storage = open_storage(settings.storage_url)
-    registry = RegistryApp(RegistryService(store, storage), AuthService(store))
+    services = build_services(settings)
+    registry = RegistryApp(services.registry, services.auth, services.access)
+    token_endpoint = TokenEndpoint(services.auth, services.access)
+    # The management API (FastAPI, pydantic) is built on its first request: a worker that
+    # only ever serves the registry does not pay for it.
+    management: list[ASGIApp] = []
     not_found = json.dumps({"errors": [{"code": "NOT_FOUND", "message": "not found"}]}).encode()
 
     async def app(scope: Scope, receive: Receive, send: Send) -> None:
@@ -33,6 +35,16 @@ def create_app(settings: Settings) -> ASGIApp:
         path = scope["path"]
         if path == "/v2" or path.startswith("/v2/"):
             await registry(scope, receive, send)
+            return
+        if path == "/auth/token":
+            await token_endpoint(scope, receive, send)
+            return
+        if path.startswith("/api/v0/"):
+            if not management:
+                from wharf.api.app import create_api
+
+                management.append(create_api(services))
+            await management[0](scope, receive, send)
             return
         headers = [(b"content-type", b"application/json")]
         await send({"type": "http.response.start", "status": 404, "headers": headers})

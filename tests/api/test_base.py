@@ -30,7 +30,8 @@ def test_head_base(client):
 def test_base_anonymous_is_challenged(anon):
     r = anon.get("/v2/")
     assert_error(r, 401, "UNAUTHORIZED")
-    assert r.headers["www-authenticate"].startswith("Basic ")
+    assert r.headers["www-authenticate"].startswith('Bearer realm="http://')
+    assert 'service="wharf"' in r.headers["www-authenticate"]
     assert 'realm="' in r.headers["www-authenticate"]
     assert_api_version(r)
 
@@ -38,13 +39,15 @@ def test_base_anonymous_is_challenged(anon):
 def test_base_wrong_password(wharf_server, anon):
     r = anon.get("/v2/", auth=(wharf_server.admin_user, "not-the-password"))
     assert_error(r, 401, "UNAUTHORIZED")
-    assert r.headers["www-authenticate"].startswith("Basic ")
+    assert r.headers["www-authenticate"].startswith('Bearer realm="http://')
+    assert 'service="wharf"' in r.headers["www-authenticate"]
 
 
 def test_base_non_user_account(anon):
     r = anon.get("/v2/", auth=("nobody-here", "whatever"))
     assert_error(r, 401, "UNAUTHORIZED")
-    assert r.headers["www-authenticate"].startswith("Basic ")
+    assert r.headers["www-authenticate"].startswith('Bearer realm="http://')
+    assert 'service="wharf"' in r.headers["www-authenticate"]
 
 
 def test_base_non_admin_user(user_client):

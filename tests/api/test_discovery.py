@@ -199,11 +199,14 @@ def test_catalog_pagination(fresh_server):
         assert r.json() == {"repositories": ["gamma/x/y", "zeta"]}
 
 
-def test_catalog_needs_admin(user_client, anon):
-    assert_error(user_client.get("/v2/_catalog"), 403, "DENIED")
-    r = anon.get("/v2/_catalog")
-    assert_error(r, 401, "UNAUTHORIZED")
-    assert r.headers["www-authenticate"].startswith("Basic ")
+def test_catalog_lists_only_what_the_caller_may_read(client, user_client, user, anon, repo):
+    push_image(client, repo)  # private, in the admin's namespace
+    assert repo in client.get("/v2/_catalog").json()["repositories"]
+    mine = f"{user.username}/app"
+    push_image(user_client, mine)
+    assert user_client.get("/v2/_catalog").json() == {"repositories": [mine]}
+    # Anonymous callers see public repositories only; there are none here.
+    assert anon.get("/v2/_catalog").json() == {"repositories": []}
 
 
 # -- referrers ------------------------------------------------------------------------------

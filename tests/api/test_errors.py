@@ -126,11 +126,14 @@ def test_anonymous_on_private_repository(anon, client, private_repo):
     for method, path in anon_requests(repo, image):
         r = anon.request(method, path)
         assert_error(r, 401, "UNAUTHORIZED")
-        assert r.headers["www-authenticate"].startswith("Basic realm="), (method, path)
+        challenge = r.headers["www-authenticate"]
+        assert challenge.startswith('Bearer realm="http://'), (method, path)
+        action = "pull" if method == "GET" else "pull,push" if method != "DELETE" else "delete"
+        assert f'scope="repository:{repo}:{action}"' in challenge, (method, path, challenge)
         assert_api_version(r)
     r = anon.head(f"/v2/{repo}/manifests/v1")
     assert r.status_code == 401
-    assert r.headers["www-authenticate"].startswith("Basic ")
+    assert r.headers["www-authenticate"].startswith("Bearer ")
     # Nothing changed.
     assert client.get(f"/v2/{repo}/manifests/v1").content == image.body
 
@@ -139,7 +142,7 @@ def test_wrong_password_on_repository(wharf_server, anon, private_repo):
     repo, _ = private_repo
     r = anon.get(f"/v2/{repo}/tags/list", auth=(wharf_server.admin_user, "wrong"))
     assert_error(r, 401, "UNAUTHORIZED")
-    assert r.headers["www-authenticate"].startswith("Basic ")
+    assert r.headers["www-authenticate"].startswith("Bearer ")
 
 
 @pytest.mark.parametrize(
@@ -155,14 +158,23 @@ def test_wrong_password_on_repository(wharf_server, anon, private_repo):
 def test_malformed_authorization(anon, header):
     r = anon.get("/v2/", headers={"Authorization": header})
     assert_error(r, 401, "UNAUTHORIZED")
-    assert r.headers["www-authenticate"].startswith("Basic ")
+    assert r.headers["www-authenticate"].startswith("Bearer ")
 
 
 def test_user_is_denied_other_repositories(user_client, private_repo):
+    """A private repository the caller may not read answers exactly like a missing one:
+    reads 404 NAME_UNKNOWN, writes 403 DENIED."""
     repo, image = private_repo
+    missing = "nobody/nothing-here"
     for method, path in anon_requests(repo, image):
         r = user_client.request(method, path)
-        assert_error(r, 403, "DENIED")
+        twin = user_client.request(method, path.replace(repo, missing, 1))
+        if method == "GET":
+            body = assert_error(r, 404, "NAME_UNKNOWN")
+        else:
+            body = assert_error(r, 403, "DENIED")
+        assert twin.status_code == r.status_code, (method, path)
+        assert body["message"] == twin.json()["errors"][0]["message"]
         assert "www-authenticate" not in r.headers
 
 

@@ -89,3 +89,13 @@ def _prepare(settings: Any) -> None:
     from wharf.bootstrap import prepare
 
     prepare(settings)
+
+
+def _register_admin_commands() -> None:
+    from wharf.cli.admin import COMMANDS
+
+    for command in COMMANDS:
+        main.add_command(command)
+
+
+_register_admin_commands()

@@ -3,15 +3,68 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
+from datetime import datetime
 
 
 @dataclass(frozen=True, slots=True)
 class User:
     id: int
     username: str
-    password_hash: str
+    password_hash: str | None  # None: no local password (LDAP users)
     is_admin: bool
     is_active: bool
+    source: str = "local"
+
+
+@dataclass(frozen=True, slots=True)
+class Account:
+    """A user or an organisation (both are namespaces)."""
+
+    id: int
+    name: str
+    is_org: bool
+    full_name: str
+    is_admin: bool
+    is_active: bool
+    source: str
+    created_at: datetime
+    updated_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class Team:
+    id: int
+    org_id: int
+    org: str
+    name: str
+    description: str
+    ldap_group_dn: str | None
+    created_at: datetime
+
+
+@dataclass(frozen=True, slots=True)
+class ApiToken:
+    id: int
+    hashed_token: str
+    username: str
+    label: str
+    is_active: bool
+    generated_by: str
+    creator_ua: str
+    created_at: datetime
+    last_used: datetime | None
+
+
+@dataclass(frozen=True, slots=True)
+class AuditEvent:
+    id: int
+    at: datetime
+    actor: str | None
+    client: str | None
+    action: str
+    target: str
+    success: bool
+    details: str | None  # JSON text
 
 
 @dataclass(frozen=True, slots=True)
@@ -19,6 +72,7 @@ class Repository:
     id: int
     name: str
     visibility: str
+    namespace: str = ""
 
     @property
     def is_public(self) -> bool:

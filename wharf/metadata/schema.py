@@ -26,16 +26,94 @@ metadata = MetaData()
 
 DIGEST = String(150)  # "sha512:" + 128 hex digits fits
 
-users = Table(
-    "users",
+
+def _fk(table: str) -> ForeignKey:
+    return ForeignKey(f"{table}.id", ondelete="CASCADE")
+
+
+# A namespace is a user or an organisation; both are accounts, so their names cannot collide.
+accounts = Table(
+    "accounts",
     metadata,
     Column("id", Integer, primary_key=True, autoincrement=True),
-    Column("username", String(255), nullable=False, unique=True),
-    Column("password_hash", String(255), nullable=False),
+    Column("name", String(255), nullable=False, unique=True),
+    Column("is_org", Boolean, nullable=False, default=False),
+    Column("full_name", String(255), nullable=False, default=""),
+    Column("password_hash", String(255)),  # NULL for organisations and LDAP users
     Column("is_admin", Boolean, nullable=False, default=False),
     Column("is_active", Boolean, nullable=False, default=True),
+    Column("source", String(16), nullable=False, default="local"),  # "local" | "ldap"
+    Column("ldap_dn", Text),
     Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
 )
+
+org_members = Table(
+    "org_members",
+    metadata,
+    Column("org_id", Integer, _fk("accounts"), primary_key=True),
+    Column("user_id", Integer, _fk("accounts"), primary_key=True),
+    Column("is_owner", Boolean, nullable=False, default=False),
+)
+Index("ix_org_members_user_id", org_members.c.user_id)
+
+teams = Table(
+    "teams",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("org_id", Integer, _fk("accounts"), nullable=False),
+    Column("name", String(255), nullable=False),
+    Column("description", Text, nullable=False, default=""),
+    Column("ldap_group_dn", Text),  # members are synced from this LDAP group when set
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    UniqueConstraint("org_id", "name", name="uq_teams_org_name"),
+)
+
+team_members = Table(
+    "team_members",
+    metadata,
+    Column("team_id", Integer, _fk("teams"), primary_key=True),
+    Column("user_id", Integer, _fk("accounts"), primary_key=True),
+)
+Index("ix_team_members_user_id", team_members.c.user_id)
+
+api_tokens = Table(
+    "api_tokens",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("hashed_token", String(64), nullable=False, unique=True),  # sha256 hex of the secret
+    Column("account_id", Integer, _fk("accounts"), nullable=False),
+    Column("label", String(255), nullable=False),
+    Column("is_active", Boolean, nullable=False, default=True),
+    Column("generated_by", String(255), nullable=False),
+    Column("creator_ua", String(255), nullable=False, default=""),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("last_used", DateTime(timezone=True)),
+)
+Index("ix_api_tokens_account_id", api_tokens.c.account_id)
+
+settings = Table(
+    "settings",
+    metadata,
+    Column("key", String(64), primary_key=True),
+    Column("value", Text, nullable=False),  # JSON
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
+audit_events = Table(
+    "audit_events",
+    metadata,
+    Column("id", Integer, primary_key=True, autoincrement=True),
+    Column("at", DateTime(timezone=True), nullable=False),
+    Column("actor", String(255)),
+    Column("client", String(64)),
+    Column("action", String(64), nullable=False),
+    Column("target", String(512), nullable=False),
+    Column("success", Boolean, nullable=False),
+    Column("details", Text),  # JSON
+)
+Index("ix_audit_events_at", audit_events.c.at)
+Index("ix_audit_events_action", audit_events.c.action)
 
 repositories = Table(
     "repositories",
@@ -44,7 +122,31 @@ repositories = Table(
     Column("name", String(255), nullable=False, unique=True),
     Column("visibility", String(16), nullable=False, default="private"),
     Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("namespace", String(255), nullable=False),  # first path component of the name
+    Column("short_description", String(140), nullable=False, default=""),
+    Column("long_description", Text, nullable=False, default=""),
 )
+Index("ix_repositories_namespace", repositories.c.namespace)
+
+# Grants of a level ("read-only" < "read-write" < "admin") to a team, on one repository or on
+# every repository of an organisation's namespace.
+repository_team_access = Table(
+    "repository_team_access",
+    metadata,
+    Column("repository_id", Integer, _fk("repositories"), primary_key=True),
+    Column("team_id", Integer, _fk("teams"), primary_key=True),
+    Column("level", String(16), nullable=False),
+)
+Index("ix_repository_team_access_team_id", repository_team_access.c.team_id)
+
+namespace_team_access = Table(
+    "namespace_team_access",
+    metadata,
+    Column("org_id", Integer, _fk("accounts"), primary_key=True),
+    Column("team_id", Integer, _fk("teams"), primary_key=True),
+    Column("level", String(16), nullable=False),
+)
+Index("ix_namespace_team_access_team_id", namespace_team_access.c.team_id)
 
 # One row per stored blob, whatever repositories link it.
 blobs = Table(
@@ -127,6 +229,8 @@ tags = Table(
         nullable=False,
     ),
     Column("updated_at", DateTime(timezone=True), nullable=False),
+    Column("author", String(255)),  # who last pointed the tag
+    Column("created_at", DateTime(timezone=True)),
 )
 Index("ix_tags_manifest_id", tags.c.manifest_id)
 

@@ -136,15 +136,19 @@ _QUERIES: dict[str, Callable[[], Executable]] = {
     "manifest_by_sha512": lambda: _manifest_by_digest(t.manifests.c.sha512),
     "blob_size": _blob_size,
     "repository": lambda: select(
-        t.repositories.c.id, t.repositories.c.name, t.repositories.c.visibility
+        t.repositories.c.id,
+        t.repositories.c.name,
+        t.repositories.c.visibility,
+        t.repositories.c.namespace,
     ).where(t.repositories.c.name == bindparam("name")),
     "user": lambda: select(
-        t.users.c.id,
-        t.users.c.username,
-        t.users.c.password_hash,
-        t.users.c.is_admin,
-        t.users.c.is_active,
-    ).where(t.users.c.username == bindparam("username")),
+        t.accounts.c.id,
+        t.accounts.c.name,
+        t.accounts.c.password_hash,
+        t.accounts.c.is_admin,
+        t.accounts.c.is_active,
+        t.accounts.c.source,
+    ).where(t.accounts.c.name == bindparam("username"), t.accounts.c.is_org.is_(False)),
 }
 
 
@@ -243,21 +247,27 @@ class MetadataStore:
 
     def get_user(self, username: str) -> User | None:
         row = self._fetch_one("user", username=username)
-        return User(row[0], row[1], row[2], bool(row[3]), bool(row[4])) if row else None
+        return User(row[0], row[1], row[2], bool(row[3]), bool(row[4]), row[5]) if row else None
 
-    def create_user(self, username: str, password_hash: str, *, is_admin: bool) -> User:
+    def create_user(self, username: str, password_hash: str | None, *, is_admin: bool) -> User:
+        now = utcnow()
         with self._write() as conn:
             conn.execute(
-                t.users.insert().values(
-                    username=username,
+                t.accounts.insert().values(
+                    name=username,
+                    is_org=False,
+                    full_name="",
                     password_hash=password_hash,
                     is_admin=is_admin,
                     is_active=True,
-                    created_at=utcnow(),
+                    source="local",
+                    created_at=now,
+                    updated_at=now,
                 )
             )
-            row = conn.execute(select(t.users).where(t.users.c.username == username)).one()
-        return _user(row)
+        user = self.get_user(username)
+        assert user is not None
+        return user
 
     # -- repositories -----------------------------------------------------------------------
 
@@ -269,14 +279,36 @@ class MetadataStore:
         repo = self.get_repository(name)
         if repo:
             return repo
+        return self.create_repository(name, if_missing=True)
+
+    def create_repository(
+        self,
+        name: str,
+        *,
+        visibility: str = "private",
+        short_description: str = "",
+        long_description: str = "",
+        if_missing: bool = False,
+    ) -> Repository:
+        """Create a repository; raises `AlreadyExists` unless `if_missing` (then returns it)."""
         with self._write() as conn:
-            conn.execute(
+            created = conn.execute(
                 self._insert(t.repositories)
-                .values(name=name, visibility="private", created_at=utcnow())
+                .values(
+                    name=name,
+                    namespace=name.split("/", 1)[0],
+                    visibility=visibility,
+                    short_description=short_description,
+                    long_description=long_description,
+                    created_at=utcnow(),
+                )
                 .on_conflict_do_nothing()
-            )
+                .returning(t.repositories.c.id)
+            ).scalar()
+            if created is None and not if_missing:
+                raise AlreadyExists(name)
             row = conn.execute(select(t.repositories).where(t.repositories.c.name == name)).one()
-        return Repository(row.id, row.name, row.visibility)
+        return Repository(row.id, row.name, row.visibility, row.namespace)
 
     def list_repositories(self, n: int | None, last: str | None) -> list[str]:
         q = select(t.repositories.c.name).order_by(t.repositories.c.name)
@@ -463,6 +495,7 @@ class MetadataStore:
         annotations: dict[str, str] | None,
         references: Iterable[tuple[str, str]],
         tags: Iterable[str] = (),
+        author: str | None = None,
     ) -> str:
         """Store a manifest (once per repository) and point the given tags at it.
 
@@ -504,12 +537,17 @@ class MetadataStore:
                 ).one()
             for tag in tags:
                 stmt = self._insert(t.tags).values(
-                    repository_id=repository_id, name=tag, manifest_id=manifest_id, updated_at=now
+                    repository_id=repository_id,
+                    name=tag,
+                    manifest_id=manifest_id,
+                    updated_at=now,
+                    created_at=now,
+                    author=author,
                 )
                 conn.execute(
                     stmt.on_conflict_do_update(
                         index_elements=[t.tags.c.repository_id, t.tags.c.name],
-                        set_={"manifest_id": manifest_id, "updated_at": now},
+                        set_={"manifest_id": manifest_id, "updated_at": now, "author": author},
                     )
                 )
             return digest
@@ -578,5 +616,5 @@ class MetadataStore:
             ).scalar_one()
 
 
-def _user(row) -> User:  # type: ignore[no-untyped-def]
-    return User(row.id, row.username, row.password_hash, row.is_admin, row.is_active)
+class AlreadyExists(Exception):
+    """A unique name is taken."""

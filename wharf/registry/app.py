@@ -4,20 +4,26 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import re
 
 from anyio import to_thread
 from starlette.requests import Request
 from starlette.responses import Response
 from starlette.types import Receive, Scope, Send
 
-from wharf.auth.service import ALL_ACTIONS, AuthService, Identity, InvalidCredentials
+from wharf.auth.access import ALL_ACTIONS, PULL, PUSH, AccessService
+from wharf.auth.identity import Identity
+from wharf.auth.service import AuthService, InvalidCredentials, TooManyAttempts
+from wharf.auth.tokens import SERVICE
 from wharf.registry import routes
 from wharf.registry.errors import (
     Denied,
     InternalError,
     MethodNotAllowed,
+    NameUnknown,
     NotFound,
     RegistryError,
+    TooManyRequests,
     Unauthorized,
 )
 from wharf.registry.handlers.context import Context
@@ -26,14 +32,15 @@ from wharf.registry.service import RegistryService
 
 log = logging.getLogger("wharf.registry")
 
+_HOST = re.compile(r"^[A-Za-z0-9.\-]+(:\d{1,5})?$|^\[[0-9A-Fa-f:.]+\](:\d{1,5})?$")
 API_VERSION_HEADER = (b"docker-distribution-api-version", b"registry/2.0")
 
 
 class RegistryApp:
-    def __init__(self, registry: RegistryService, auth: AuthService, realm: str = "Wharf") -> None:
+    def __init__(self, registry: RegistryService, auth: AuthService, access: AccessService) -> None:
         self.registry = registry
         self.auth = auth
-        self.challenge = f'Basic realm="{realm}"'
+        self.access = access
         self._verifying: dict[str, asyncio.Future[Identity]] = {}
         self._verify_slots = asyncio.Semaphore(2)
 
@@ -66,51 +73,86 @@ class RegistryApp:
         if method not in route.methods:
             raise MethodNotAllowed(method, headers={"Allow": ", ".join(route.methods)})
         handler, access = route.methods[method]
-        identity = await self._identity(request)
         if "name" in params:
             validate_name(params["name"])
-        ctx = Context(request, params, self.registry, self.auth, identity)
+        identity = await self._identity(request, access, params.get("name"))
+        ctx = Context(request, params, self.registry, self.access, identity)
         await self._authorize(ctx, access)
         return await handler(ctx)
 
-    async def _identity(self, request: Request) -> Identity:
+    async def _identity(self, request: Request, access: str, name: str | None) -> Identity:
         header = request.headers.get("authorization")
         identity = self.auth.cached(header)
         if identity is not None:
             return identity
         assert header is not None
+        client = request.client.host if request.client else None
         # Single flight: a client opening many connections at once costs one password check.
         pending = self._verifying.get(header)
         if pending is None:
-            pending = asyncio.ensure_future(self._verify(header))
+            pending = asyncio.ensure_future(self._verify(header, client))
             self._verifying[header] = pending
             pending.add_done_callback(lambda _: self._verifying.pop(header, None))
         try:
             return await asyncio.shield(pending)
         except InvalidCredentials as e:
-            raise Unauthorized(str(e), headers={"WWW-Authenticate": self.challenge}) from None
+            challenge = self._challenge(request, access, name, error="invalid_token")
+            raise Unauthorized(str(e), headers={"WWW-Authenticate": challenge}) from None
+        except TooManyAttempts as e:
+            raise TooManyRequests(headers={"Retry-After": str(e.retry_after)}) from None
 
-    async def _verify(self, header: str) -> Identity:
+    async def _verify(self, header: str, client: str | None) -> Identity:
         async with self._verify_slots:  # bounds the memory argon2 takes under a login burst
-            return await to_thread.run_sync(self.auth.authenticate, header)
+            return await to_thread.run_sync(self.auth.authenticate, header, client)
 
     async def _authorize(self, ctx: Context, access: str) -> None:
+        """Allow the request, or refuse it without revealing whether a repository the caller
+        may not read exists: such a repository answers exactly like a missing one."""
         identity = ctx.identity
-        if identity.is_admin:
-            return
         if access == routes.LOGIN:
-            allowed = not identity.is_anonymous
+            if not identity.is_anonymous:
+                return
         elif access == routes.CATALOG:
-            allowed = False  # until access control can filter the list per caller
+            if identity.token_allows("registry", "catalog", "*") and (
+                not identity.is_anonymous or await self.registry.run_read(self._anonymous_pull)
+            ):
+                return
         elif access in ALL_ACTIONS:
-            allowed = await ctx.may(ctx.name, access)
+            if identity.token_allows("repository", ctx.name, access):
+                decision = await self.registry.run_read(self.access.decide, identity, ctx.name)
+                if access in decision.actions:
+                    return
+                if not identity.is_anonymous and identity.granted is None:
+                    if PULL not in decision.actions and access == PULL:
+                        raise NameUnknown(ctx.name)  # as if it did not exist
+                    raise Denied()
         else:
             raise AssertionError(f"route declares unknown access {access!r}")
-        if allowed:
-            return
-        if identity.is_anonymous:
-            raise Unauthorized(headers={"WWW-Authenticate": self.challenge})
-        raise Denied()
+        # Anonymous callers and bearer tokens without the scope are told where to get one.
+        error = "insufficient_scope" if identity.granted is not None else None
+        name = ctx.params.get("name")
+        raise Unauthorized(
+            headers={"WWW-Authenticate": self._challenge(ctx.request, access, name, error=error)}
+        )
+
+    def _anonymous_pull(self) -> bool:
+        return self.access.policy.settings().anonymousPull
+
+    @staticmethod
+    def _challenge(request: Request, access: str, name: str | None, error: str | None) -> str:
+        host = request.headers.get("host") or ""
+        if not _HOST.match(host):
+            host = "localhost"
+        realm = f"{request.url.scheme}://{host}/auth/token"
+        parts = [f'Bearer realm="{realm}"', f'service="{SERVICE}"']
+        if access == routes.CATALOG:
+            parts.append('scope="registry:catalog:*"')
+        elif name is not None and access in ALL_ACTIONS:
+            actions = "pull,push" if access == PUSH else access
+            parts.append(f'scope="repository:{name}:{actions}"')
+        if error:
+            parts.append(f'error="{error}"')
+        return ",".join(parts)
 
     @staticmethod
     def _error(error: RegistryError) -> Response:

@@ -112,3 +112,7 @@ class NotFound(RegistryError):
 
 class InternalError(RegistryError):
     code, status, message = "UNKNOWN", 500, "internal error; the registry's log has the details"
+
+
+class TooManyRequests(RegistryError):
+    code, status, message = "TOOMANYREQUESTS", 429, "too many failed login attempts"

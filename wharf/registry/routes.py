@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any
 
-from wharf.auth.service import DELETE, PULL, PUSH
+from wharf.auth.access import DELETE, PULL, PUSH
 from wharf.registry.handlers import blobs, manifests, referrers, tags, uploads
 from wharf.registry.handlers.context import Context, json_response
 

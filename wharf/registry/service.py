@@ -122,6 +122,10 @@ class RegistryService:
             return func(*args)
         return await run(func, *args)
 
+    async def run_read(self, func: Callable[..., T], *args: Any) -> T:
+        """Run a short blocking metadata read (inline on the embedded store)."""
+        return await self._read(func, *args)
+
     # -- repositories -----------------------------------------------------------------------
 
     async def repository(self, name: str) -> Repository | None:
@@ -388,6 +392,7 @@ class RegistryService:
         body: bytes,
         content_type: str | None,
         extra_tags: list[str] | None = None,
+        author: str | None = None,
     ) -> PushedManifest:
         parsed = parse_manifest(body, content_type)
         sha256 = f"sha256:{hashlib.sha256(body).hexdigest()}"
@@ -440,6 +445,7 @@ class RegistryService:
                 annotations=parsed.annotations or None,
                 references=references,
                 tags=tags,
+                author=author,
             )
         )
         # By tag, the client did not choose an algorithm: report the digest the content is
@@ -460,9 +466,6 @@ class RegistryService:
     async def list_tags(self, repository: str, n: int | None, last: str | None) -> list[str]:
         repo = await self.require_repository(repository)
         return await run(self.store.list_tags, repo.id, n, last)
-
-    async def catalog(self, n: int | None, last: str | None) -> list[str]:
-        return await run(self.store.list_repositories, n, last)
 
     async def referrers(self, repository: str, subject: Digest, artifact_type: str | None) -> bytes:
         found: list[Referrer] = await run(

@@ -10,7 +10,8 @@ from urllib.parse import quote
 from starlette.requests import ClientDisconnect, Request
 from starlette.responses import Response
 
-from wharf.auth.service import AuthService, Identity
+from wharf.auth.access import PULL, AccessService
+from wharf.auth.identity import Identity
 from wharf.registry.errors import BlobUploadInvalid, RangeInvalid, RegistryError
 from wharf.registry.service import RegistryService
 
@@ -23,7 +24,7 @@ class Context:
     request: Request
     params: dict[str, str]
     registry: RegistryService
-    auth: AuthService
+    access: AccessService
     identity: Identity
 
     @property
@@ -31,12 +32,14 @@ class Context:
         return self.params["name"]
 
     async def may(self, repository: str, action: str) -> bool:
-        """Whether the caller may perform `action` on `repository`."""
-        if self.identity.is_admin:
+        """Whether the caller may perform `action` on `repository` (for a bearer token: only
+        if the token also lists it)."""
+        if not self.identity.token_allows("repository", repository, action):
+            return False
+        if self.identity.is_admin and action == PULL:
             return True
-        repo = await self.registry.repository(repository)
-        is_public = bool(repo and repo.is_public)
-        return action in self.auth.allowed_actions(self.identity, repository, is_public=is_public)
+        decision = await self.registry.run_read(self.access.decide, self.identity, repository)
+        return action in decision.actions
 
     def query(self, key: str) -> str | None:
         return self.request.query_params.get(key)

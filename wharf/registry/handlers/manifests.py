@@ -77,6 +77,7 @@ async def put(ctx: Context) -> Response:
         bytes(body),
         ctx.header("content-type"),
         extra_tags=ctx.request.query_params.getlist("tag"),
+        author=ctx.identity.username,
     )
     headers = {
         "Location": f"/v2/{ctx.name}/manifests/{pushed.digest}",

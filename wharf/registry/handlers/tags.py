@@ -21,7 +21,8 @@ async def list_tags(ctx: Context) -> Response:
 
 async def catalog(ctx: Context) -> Response:
     n, last = ctx.pagination()
-    names = await ctx.registry.catalog(n + 1 if n else 0, last)
+    found = await ctx.registry.run_read(ctx.access.readable, ctx.identity, last, n + 1 if n else 0)
+    names = [name for name, _ in found]
     headers = {}
     if n and len(names) > n:
         names = names[:n]

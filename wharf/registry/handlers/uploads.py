@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from starlette.responses import Response
 
-from wharf.auth.service import PULL
+from wharf.auth.access import PULL
 from wharf.registry.digest import parse_digest
 from wharf.registry.errors import DigestInvalid, RegistryError
 from wharf.registry.handlers.context import Context, empty

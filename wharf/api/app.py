@@ -1,0 +1,87 @@
+"""The management API application: routers, error format, OpenAPI and Swagger UI.
+
+Errors use the registry's JSON shape with DTR's codes: {"errors": [{"code", "message"}]}.
+Swagger UI is served from files installed with Wharf (fastapi-offline), so the page works
+on machines without internet access.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import fastapi_offline
+from fastapi import FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.responses import HTMLResponse, JSONResponse
+from starlette.exceptions import HTTPException
+from starlette.staticfiles import StaticFiles
+
+from wharf import __version__
+from wharf.api import accounts, meta, repositories, tokens
+from wharf.api.deps import ApiError, error_response, service_error_response
+from wharf.management.errors import ServiceError
+from wharf.services import Services
+
+PREFIX = "/api/v0"
+SWAGGER_STATIC = Path(fastapi_offline.__file__).parent / "static"
+
+_HTTP_CODES = {
+    401: "NOT_AUTHENTICATED",
+    403: "NOT_AUTHORIZED",
+    404: "NOT_FOUND",
+    405: "NOT_ALLOWED",
+    406: "NOT_ACCEPTABLE",
+    415: "UNSUPPORTED_MEDIA_TYPE",
+}
+
+
+def create_api(services: Services) -> FastAPI:
+    api = FastAPI(
+        title="Wharf management API",
+        version=__version__,
+        description=(
+            "Accounts, organizations, teams, repositories, access grants, access tokens and "
+            "settings. Authenticate with HTTP Basic: a password or a personal access token."
+        ),
+        openapi_url=f"{PREFIX}/openapi.json",
+        docs_url=None,
+        redoc_url=None,
+    )
+    api.state.services = services
+    for router in (accounts.router, repositories.router, tokens.router, meta.router):
+        api.include_router(router)
+
+    @api.exception_handler(ServiceError)
+    async def _service_error(request: Request, exc: ServiceError) -> JSONResponse:
+        return service_error_response(exc)
+
+    @api.exception_handler(ApiError)
+    async def _api_error(request: Request, exc: ApiError) -> JSONResponse:
+        return error_response(exc.status, exc.code, exc.message, exc.headers)
+
+    @api.exception_handler(RequestValidationError)
+    async def _invalid(request: Request, exc: RequestValidationError) -> JSONResponse:
+        errors = exc.errors()
+        first = errors[0] if errors else {}
+        where = ".".join(str(p) for p in first.get("loc", ()))
+        code = "INVALID_JSON" if first.get("type") == "json_invalid" else "INVALID_PARAMETERS"
+        return error_response(400, code, f"{where}: {first.get('msg', 'invalid input')}")
+
+    @api.exception_handler(HTTPException)
+    async def _http(request: Request, exc: HTTPException) -> JSONResponse:
+        code = _HTTP_CODES.get(exc.status_code, "INVALID_PARAMETERS")
+        return error_response(exc.status_code, code, str(exc.detail), exc.headers)
+
+    @api.get(f"{PREFIX}/docs", include_in_schema=False)
+    async def _docs() -> HTMLResponse:
+        return get_swagger_ui_html(
+            openapi_url=f"{PREFIX}/openapi.json",
+            title="Wharf API",
+            swagger_js_url=f"{PREFIX}/docs/static/swagger-ui-bundle.js",
+            swagger_css_url=f"{PREFIX}/docs/static/swagger-ui.css",
+            swagger_favicon_url=f"{PREFIX}/docs/static/favicon.png",
+        )
+
+    api.mount(f"{PREFIX}/docs/static", StaticFiles(directory=SWAGGER_STATIC), name="swagger")
+    return api

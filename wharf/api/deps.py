@@ -1,0 +1,100 @@
+"""What every management-API handler needs: the caller's identity, pagination, errors."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from fastapi import Query, Request
+from fastapi.responses import JSONResponse
+
+from wharf.auth.identity import Identity
+from wharf.auth.service import InvalidCredentials, TooManyAttempts
+from wharf.management.errors import NotAuthenticated, ServiceError
+from wharf.services import Services
+
+
+class ApiError(Exception):
+    def __init__(
+        self, status: int, code: str, message: str, headers: dict[str, str] | None = None
+    ) -> None:
+        super().__init__(message)
+        self.status, self.code, self.message, self.headers = status, code, message, headers
+
+
+BASIC_CHALLENGE = {"WWW-Authenticate": 'Basic realm="Wharf"'}
+
+
+def error_response(
+    status: int, code: str, message: str, headers: dict[str, str] | None = None
+) -> JSONResponse:
+    return JSONResponse(
+        {"errors": [{"code": code, "message": message}]}, status_code=status, headers=headers
+    )
+
+
+def service_error_response(error: ServiceError) -> JSONResponse:
+    headers = BASIC_CHALLENGE if isinstance(error, NotAuthenticated) else None
+    return error_response(error.status, error.code, error.message, headers)
+
+
+def services(request: Request) -> Services:
+    return request.app.state.services
+
+
+def client(request: Request) -> str | None:
+    return request.client.host if request.client else None
+
+
+def identity(request: Request) -> Identity:
+    """The caller, from Basic credentials (password or personal access token).
+
+    Bearer JWTs are registry tokens scoped to repositories; they are not accepted here,
+    where they would grant far more than their scope."""
+    svc = services(request)
+    header = request.headers.get("authorization")
+    if header and header.split(" ", 1)[0].lower() == "bearer":
+        raise ApiError(
+            401,
+            "NOT_AUTHENTICATED",
+            "use Basic credentials (password or access token) with this API",
+            BASIC_CHALLENGE,
+        )
+    cached = svc.auth.cached(header)
+    if cached is not None:
+        return cached
+    try:
+        return svc.auth.authenticate(header, client(request), bearer=False)
+    except InvalidCredentials as e:
+        raise ApiError(401, "NOT_AUTHENTICATED", str(e), BASIC_CHALLENGE) from None
+    except TooManyAttempts as e:
+        raise ApiError(
+            429, "TOO_MANY_REQUESTS", str(e), {"Retry-After": str(e.retry_after)}
+        ) from None
+
+
+@dataclass
+class Page:
+    start: str | None
+    size: int
+
+
+def page(
+    pageStart: str | None = Query(
+        None, max_length=255, description="Key of the first record of the page"
+    ),
+    pageSize: int = Query(10, ge=1, le=1000, description="Records per page"),
+) -> Page:
+    return Page(pageStart, pageSize)
+
+
+def paged(items: list[dict[str, Any]], p: Page, key: str | Callable[[dict], Any]) -> JSONResponse:
+    """Answer one page; services are asked for size+1 records so that the next page's first
+    key can go in `X-Next-Page-Start`."""
+    headers = {}
+    if len(items) > p.size:
+        nxt = items[p.size]
+        headers["X-Next-Page-Start"] = str(key(nxt) if callable(key) else nxt[key])
+        items = items[: p.size]
+    return JSONResponse(items, headers=headers)

@@ -1,0 +1,157 @@
+"""The token service's HTTP endpoint, `/auth/token` (Docker token authentication).
+
+GET  /auth/token?service=&scope=...   Basic credentials (password or access token) or none
+POST /auth/token                      OAuth2 form: grant_type=password | refresh_token
+
+Both answer with a short-lived JWT whose `access` claim holds only what the caller is
+granted. As in Docker's token servers, a caller with no access to a scope still gets a token
+(with empty actions): whether a repository exists is never revealed here.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from datetime import UTC, datetime
+
+from anyio import to_thread
+from starlette.requests import Request
+from starlette.responses import Response
+
+from wharf.auth.access import AccessService
+from wharf.auth.identity import ANONYMOUS, Identity
+from wharf.auth.service import AuthService, InvalidCredentials, TooManyAttempts, parse_basic
+from wharf.auth.tokens import SERVICE, parse_scopes
+
+log = logging.getLogger("wharf.auth")
+
+MAX_SCOPES = 64
+_NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
+
+
+def _json(body: dict, status: int = 200, headers: dict[str, str] | None = None) -> Response:
+    return Response(
+        json.dumps(body),
+        status_code=status,
+        media_type="application/json",
+        headers={**_NO_STORE, **(headers or {})},
+    )
+
+
+def _registry_error(code: str, message: str, status: int, **headers: str) -> Response:
+    return _json({"errors": [{"code": code, "message": message}]}, status, headers)
+
+
+def _oauth_error(error: str, description: str, status: int = 400) -> Response:
+    return _json({"error": error, "error_description": description}, status)
+
+
+class TokenEndpoint:
+    def __init__(self, auth: AuthService, access: AccessService) -> None:
+        self.auth = auth
+        self.access = access
+
+    async def __call__(self, scope, receive, send) -> None:  # type: ignore[no-untyped-def]
+        request = Request(scope, receive)
+        if request.method == "GET":
+            response = await self.get(request)
+        elif request.method == "POST":
+            response = await self.post(request)
+        else:
+            response = _registry_error("UNSUPPORTED", "method not allowed", 405, Allow="GET, POST")
+        await response(scope, receive, send)
+
+    def _issue(self, identity: Identity, scopes: list[str], refresh: str | None) -> dict:
+        parsed = parse_scopes(scopes)[:MAX_SCOPES]
+        access = self.access.grant(identity, parsed)
+        lifetime = self.access.policy.settings().tokenLifetimeSeconds
+        token, expires_in, issued_at = self.auth.tokens.issue(identity.username, access, lifetime)
+        body = {
+            "token": token,
+            "access_token": token,
+            "expires_in": expires_in,
+            "issued_at": datetime.fromtimestamp(issued_at, UTC).isoformat().replace("+00:00", "Z"),
+            "scope": " ".join(
+                f"{a['type']}:{a['name']}:{','.join(a['actions'])}"
+                for a in access  # type: ignore[arg-type]
+            ),
+        }
+        if refresh:
+            body["refresh_token"] = refresh
+        return body
+
+    async def get(self, request: Request) -> Response:
+        service = request.query_params.get("service")
+        if service is not None and service != SERVICE:
+            return _registry_error("DENIED", f"unknown service {service!r}", 400)
+        header = request.headers.get("authorization")
+        client = request.client.host if request.client else None
+        identity = ANONYMOUS
+        secret = ""
+        if header:
+            scheme, _, value = header.partition(" ")
+            if scheme.lower() != "basic":
+                return _registry_error("UNAUTHORIZED", "use Basic credentials", 401)
+            try:
+                username, secret = parse_basic(value)
+                identity = await to_thread.run_sync(self.auth.login, username, secret, client)
+            except InvalidCredentials as e:
+                return _registry_error(
+                    "UNAUTHORIZED", str(e), 401, **{"WWW-Authenticate": 'Basic realm="Wharf"'}
+                )
+            except TooManyAttempts as e:
+                return _registry_error(
+                    "TOOMANYREQUESTS", str(e), 429, **{"Retry-After": str(e.retry_after)}
+                )
+        elif not self.access.policy.settings().anonymousPull and request.query_params.get("scope"):
+            # Without anonymous access a token could grant nothing; ask for credentials.
+            return _registry_error(
+                "UNAUTHORIZED",
+                "authentication required",
+                401,
+                **{"WWW-Authenticate": 'Basic realm="Wharf"'},
+            )
+        refresh = None
+        if identity.username and request.query_params.get("offline_token") == "true":
+            fingerprint = await to_thread.run_sync(
+                self.auth.credential_fingerprint, identity, secret
+            )
+            refresh = self.auth.tokens.issue_refresh(identity.username, fingerprint)
+        scopes = request.query_params.getlist("scope")
+        body = await to_thread.run_sync(self._issue, identity, scopes, refresh)
+        return _json(body)
+
+    async def post(self, request: Request) -> Response:
+        content_type = request.headers.get("content-type", "")
+        if not content_type.startswith("application/x-www-form-urlencoded"):
+            return _oauth_error("invalid_request", "expected a form (x-www-form-urlencoded)")
+        form = await request.form(max_files=0, max_fields=MAX_SCOPES + 16)
+        service = form.get("service")
+        if service is not None and service != SERVICE:
+            return _oauth_error("invalid_request", f"unknown service {service!r}")
+        grant_type = form.get("grant_type")
+        client = request.client.host if request.client else None
+        scopes = [str(s) for s in form.getlist("scope")]
+        try:
+            if grant_type == "password":
+                username, secret = str(form.get("username", "")), str(form.get("password", ""))
+                if not username:
+                    return _oauth_error("invalid_request", "username is required")
+                identity = await to_thread.run_sync(self.auth.login, username, secret, client)
+                refresh = None
+                if form.get("access_type") == "offline":
+                    fingerprint = await to_thread.run_sync(
+                        self.auth.credential_fingerprint, identity, secret
+                    )
+                    refresh = self.auth.tokens.issue_refresh(username, fingerprint)
+            elif grant_type == "refresh_token":
+                refresh = str(form.get("refresh_token", ""))
+                identity = await to_thread.run_sync(self.auth.refresh, refresh)
+            else:
+                return _oauth_error("unsupported_grant_type", f"grant_type {grant_type!r}")
+        except InvalidCredentials as e:
+            return _oauth_error("invalid_grant", str(e), 401)
+        except TooManyAttempts as e:
+            return _oauth_error("invalid_grant", str(e), 429)
+        body = await to_thread.run_sync(self._issue, identity, scopes, refresh)
+        return _json(body)
