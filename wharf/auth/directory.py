@@ -9,16 +9,18 @@ from __future__ import annotations
 
 import contextlib
 import logging
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from wharf.auth.audit import Audit
 from wharf.auth.identity import Identity
-from wharf.auth.ldap import LdapConfig, LdapDirectory, LdapError
 from wharf.management.errors import Invalid, NotAuthenticated, NotAuthorized, ServiceError
 from wharf.metadata.identity import IdentityStore
 from wharf.metadata.models import User
 from wharf.metadata.store import AlreadyExists, MetadataStore
 from wharf.settings import Policy
+
+if TYPE_CHECKING:
+    from wharf.auth.ldap import LdapDirectory
 
 log = logging.getLogger("wharf.ldap")
 
@@ -54,9 +56,14 @@ class DirectoryService:
         stored = self._stored()
         if not stored.get("enabled"):
             return None
+        # ldap3 costs ~15 MiB per process: imported only where a directory is configured.
+        from wharf.auth.ldap import LdapConfig, LdapDirectory
+
         return LdapDirectory(LdapConfig.from_dict(stored["config"]))
 
     def get_config(self, actor: Identity) -> dict[str, Any]:
+        from wharf.auth.ldap import LdapConfig
+
         _require_admin(actor)
         stored = self._stored()
         if not stored:
@@ -70,6 +77,8 @@ class DirectoryService:
     def set_config(
         self, actor: Identity, data: dict[str, Any], client: str | None = None
     ) -> dict[str, Any]:
+        from wharf.auth.ldap import LdapConfig
+
         _require_admin(actor)
         enabled = data.get("enabled", True)
         if not isinstance(enabled, bool):
@@ -102,6 +111,8 @@ class DirectoryService:
         return self.get_config(actor)
 
     def check(self, actor: Identity) -> dict[str, Any]:
+        from wharf.auth.ldap import LdapConfig, LdapDirectory, LdapError
+
         _require_admin(actor)
         stored = self._stored()
         if not stored:
@@ -116,6 +127,8 @@ class DirectoryService:
 
     def login(self, username: str, password: str) -> User | None:
         """The user, provisioned or refreshed from the directory, if the bind succeeds."""
+        from wharf.auth.ldap import LdapError
+
         try:
             directory = self._directory()
         except ValueError:
@@ -154,6 +167,8 @@ class DirectoryService:
         """Create and update directory users, deactivate those gone from the directory,
         and make teams mapped to LDAP groups hold exactly the groups' members.
         `actor` None: the scheduled job."""
+        from wharf.auth.ldap import LdapError
+
         if actor is not None:
             _require_admin(actor)
         try:
