@@ -138,7 +138,9 @@ def test_sync_creates_users_fills_teams_and_deactivates_leavers(server, admin, s
     )
     assert r.status_code == 201, r.text
     assert admin.post(f"{API}/repositories/acme", json={"name": "web"}).status_code == 201
-    r = admin.put(f"{API}/repositories/acme/web/teamAccess/devs", json={"accessLevel": "read-write"})
+    r = admin.put(
+        f"{API}/repositories/acme/web/teamAccess/devs", json={"accessLevel": "read-write"}
+    )
     assert r.status_code == 200
 
     report = admin.post(f"{API}/meta/settings/ldap/sync").json()
