@@ -100,6 +100,8 @@ class AccessService:
         else:
             actions = frozenset()
         decision = Decision(level, repo is not None, actions)
+        if repo is None:
+            return decision  # not cached: a push or the API may create it the next moment
         if len(self._cache) >= self.CACHE_MAX:
             self._cache.clear()
         self._cache[key] = (decision, now + self.CACHE_SECONDS, epoch)

@@ -42,8 +42,10 @@ def _registry_error(code: str, message: str, status: int, **headers: str) -> Res
     return _json({"errors": [{"code": code, "message": message}]}, status, headers)
 
 
-def _oauth_error(error: str, description: str, status: int = 400) -> Response:
-    return _json({"error": error, "error_description": description}, status)
+def _oauth_error(
+    error: str, description: str, status: int = 400, headers: dict[str, str] | None = None
+) -> Response:
+    return _json({"error": error, "error_description": description}, status, headers)
 
 
 class TokenEndpoint:
@@ -143,7 +145,7 @@ class TokenEndpoint:
                     fingerprint = await to_thread.run_sync(
                         self.auth.credential_fingerprint, identity, secret
                     )
-                    refresh = self.auth.tokens.issue_refresh(username, fingerprint)
+                    refresh = self.auth.tokens.issue_refresh(identity.username or "", fingerprint)
             elif grant_type == "refresh_token":
                 refresh = str(form.get("refresh_token", ""))
                 identity = await to_thread.run_sync(self.auth.refresh, refresh)
@@ -152,6 +154,6 @@ class TokenEndpoint:
         except InvalidCredentials as e:
             return _oauth_error("invalid_grant", str(e), 401)
         except TooManyAttempts as e:
-            return _oauth_error("invalid_grant", str(e), 429)
+            return _oauth_error("invalid_grant", str(e), 429, {"Retry-After": str(e.retry_after)})
         body = await to_thread.run_sync(self._issue, identity, scopes, refresh)
         return _json(body)

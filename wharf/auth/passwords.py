@@ -20,3 +20,15 @@ def verify_password(password_hash: str, password: str) -> bool:
         return _hasher.verify(password_hash, password)
     except (VerificationError, InvalidHashError):
         return False
+
+
+_dummy_hash: str | None = None
+
+
+def spend_verification(password: str) -> None:
+    """Take as long as checking a password does, when there is no hash to check it against:
+    a refusal then takes the same time whether or not the username exists."""
+    global _dummy_hash
+    if _dummy_hash is None:
+        _dummy_hash = hash_password("wharf: no such user")
+    verify_password(_dummy_hash, password)

@@ -19,7 +19,7 @@ from typing import Protocol
 
 from wharf.auth.audit import Audit
 from wharf.auth.identity import ANONYMOUS, Identity
-from wharf.auth.passwords import verify_password
+from wharf.auth.passwords import spend_verification, verify_password
 from wharf.auth.throttle import LoginThrottle, TooManyAttempts
 from wharf.auth.tokens import InvalidToken, TokenService, granted_from_claims, hash_pat
 from wharf.metadata.identity import IdentityStore
@@ -111,7 +111,9 @@ class AuthService:
     def login(self, username: str, secret: str, client: str | None = None) -> Identity:
         """Check a username with a password or personal access token."""
         settings = self.policy.settings()
-        key = (username, client or "")
+        # Account names are lowercase, and a directory may match "Bob" or " bob " to bob: one
+        # counter for all the spellings, or each would get its own allowance of guesses.
+        key = (username.strip().casefold(), client or "")
         window = float(settings.failedLoginWindowSeconds)
         try:
             self.throttle.check(key, settings.failedLoginLimit, window)
@@ -155,7 +157,10 @@ class AuthService:
             return Identity(owner, is_admin, user.id if user else None, "token")
         user = self.store.get_user(username)
         if user is not None and user.source == "local":
-            if user.password_hash is None or not verify_password(user.password_hash, secret):
+            if user.password_hash is None:
+                spend_verification(secret)
+                raise InvalidCredentials("invalid username or password")
+            if not verify_password(user.password_hash, secret):
                 raise InvalidCredentials("invalid username or password")
             if not user.is_active:
                 raise InvalidCredentials("account is deactivated")
@@ -166,6 +171,9 @@ class AuthService:
                 if not found_user.is_active:
                     raise InvalidCredentials("account is deactivated")
                 return Identity(found_user.username, found_user.is_admin, found_user.id, "ldap")
+        # No such user: refuse in the time a wrong password takes, so that timing does not
+        # tell which usernames exist.
+        spend_verification(secret)
         raise InvalidCredentials("invalid username or password")
 
     def _touch_token(self, hashed: str) -> None:

@@ -20,6 +20,7 @@ from wharf.registry.errors import (
     Denied,
     InternalError,
     MethodNotAllowed,
+    NameInvalid,
     NameUnknown,
     NotFound,
     RegistryError,
@@ -74,6 +75,10 @@ class RegistryApp:
             raise MethodNotAllowed(method, headers={"Allow": ", ".join(route.methods)})
         handler, access = route.methods[method]
         if "name" in params:
+            # An encoded slash ("alice%2Fx") would be decoded into a name that a proxy in front,
+            # which sees the raw path, does not know it is being asked about.
+            if b"%2f" in request.scope.get("raw_path", b"").lower():
+                raise NameInvalid(params["name"])
             validate_name(params["name"])
         identity = await self._identity(request, access, params.get("name"))
         ctx = Context(request, params, self.registry, self.access, identity)
