@@ -40,17 +40,26 @@ def create_app(settings: Settings) -> ASGIApp:
             await token_endpoint(scope, receive, send)
             return
         if path.startswith("/api/v0/"):
+            if b"%2f" in scope.get("raw_path", b"").lower():
+                # An encoded slash would be decoded into a path parameter ("bob%2Fprivate" as
+                # the namespace "bob/private"): no API path has one.
+                await _not_found(send, not_found)
+                return
             if not management:
                 from wharf.api.app import create_api
 
                 management.append(create_api(services))
             await management[0](scope, receive, send)
             return
-        headers = [(b"content-type", b"application/json")]
-        await send({"type": "http.response.start", "status": 404, "headers": headers})
-        await send({"type": "http.response.body", "body": not_found})
+        await _not_found(send, not_found)
 
     return app
+
+
+async def _not_found(send: Send, body: bytes) -> None:
+    headers = [(b"content-type", b"application/json")]
+    await send({"type": "http.response.start", "status": 404, "headers": headers})
+    await send({"type": "http.response.body", "body": body})
 
 
 def _with_header(send: Send, header: tuple[bytes, bytes]) -> Send:

@@ -343,11 +343,6 @@ def test_hostile_scopes_grant_nothing(setup, who):
     assert json.dumps(r.json()).count("private") == 0
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="BUG (wharf/api, reported): the management API routes on the decoded path, so "
-    "'ns%2Frepo' is 'ns/repo' and a proxy rule on the raw path does not see it",
-)
 def test_management_api_refuses_encoded_slashes(setup):
     with setup.alice.client() as c:
         push_image(c, f"{setup.alice.name}/doomed")

@@ -49,11 +49,23 @@ def server_key(wharf_server, world):
     return key
 
 
+# Account ids by name (tokens carry `uid` besides `sub`), filled from the admin API.
+UIDS: dict[str, int] = {}
+
+
+@pytest.fixture(scope="module", autouse=True)
+def _account_ids(wharf_server, world):
+    with wharf_server.client() as admin:
+        for name in (world.alice.name, world.bob.name, wharf_server.admin_user):
+            UIDS[name] = admin.get(f"/api/v0/accounts/{name}").json()["id"]
+
+
 def claims_for(sub: str, repository: str, **overrides) -> dict:
     now = int(time.time())
     claims = {
         "iss": "wharf",
         "sub": sub,
+        "uid": UIDS.get(sub),
         "aud": "wharf",
         "exp": now + 300,
         "nbf": now - 5,

@@ -67,7 +67,9 @@ class TokenEndpoint:
         parsed = parse_scopes(scopes)[:MAX_SCOPES]
         access = self.access.grant(identity, parsed)
         lifetime = self.access.policy.settings().tokenLifetimeSeconds
-        token, expires_in, issued_at = self.auth.tokens.issue(identity.username, access, lifetime)
+        token, expires_in, issued_at = self.auth.tokens.issue(
+            identity.username, access, lifetime, user_id=identity.user_id
+        )
         body = {
             "token": token,
             "access_token": token,
@@ -118,7 +120,9 @@ class TokenEndpoint:
             fingerprint = await to_thread.run_sync(
                 self.auth.credential_fingerprint, identity, secret
             )
-            refresh = self.auth.tokens.issue_refresh(identity.username, fingerprint)
+            refresh = self.auth.tokens.issue_refresh(
+                identity.username, fingerprint, identity.user_id
+            )
         scopes = request.query_params.getlist("scope")
         body = await to_thread.run_sync(self._issue, identity, scopes, refresh)
         return _json(body)
@@ -145,7 +149,9 @@ class TokenEndpoint:
                     fingerprint = await to_thread.run_sync(
                         self.auth.credential_fingerprint, identity, secret
                     )
-                    refresh = self.auth.tokens.issue_refresh(identity.username or "", fingerprint)
+                    refresh = self.auth.tokens.issue_refresh(
+                        identity.username or "", fingerprint, identity.user_id
+                    )
             elif grant_type == "refresh_token":
                 refresh = str(form.get("refresh_token", ""))
                 identity = await to_thread.run_sync(self.auth.refresh, refresh)

@@ -33,7 +33,14 @@ __all__ = ["ANONYMOUS", "AuthService", "Identity", "InvalidCredentials", "TooMan
 
 
 class InvalidCredentials(Exception):
-    """Credentials were given but are wrong (or the account or token is inactive)."""
+    """Credentials were given but are wrong (or the account or token is inactive).
+
+    The message is for the client; `reason`, for the audit trail, may say more (a client
+    is not told that a password it guessed belongs to a deactivated account)."""
+
+    def __init__(self, message: str, reason: str | None = None) -> None:
+        super().__init__(message)
+        self.reason = reason or message
 
 
 class Directory(Protocol):
@@ -132,7 +139,7 @@ class AuthService:
                 actor=username,
                 client=client,
                 success=False,
-                details={"reason": str(e)},
+                details={"reason": e.reason},
             )
             raise
         self.throttle.succeeded(key)
@@ -163,13 +170,15 @@ class AuthService:
             if not verify_password(user.password_hash, secret):
                 raise InvalidCredentials("invalid username or password")
             if not user.is_active:
-                raise InvalidCredentials("account is deactivated")
+                raise InvalidCredentials("invalid username or password", "account is deactivated")
             return Identity(user.username, user.is_admin, user.id, "password")
         if self.directory is not None:
             found_user = self.directory.login(username, secret)
             if found_user is not None:
                 if not found_user.is_active:
-                    raise InvalidCredentials("account is deactivated")
+                    raise InvalidCredentials(
+                        "invalid username or password", "account is deactivated"
+                    )
                 return Identity(found_user.username, found_user.is_admin, found_user.id, "ldap")
         # No such user: refuse in the time a wrong password takes, so that timing does not
         # tell which usernames exist.
@@ -201,7 +210,7 @@ class AuthService:
         if not subject:
             return Identity(None, method="bearer", granted=granted), float(claims["exp"])
         user = self.store.get_user(subject)
-        if user is None or not user.is_active:
+        if user is None or not user.is_active or claims.get("uid") != user.id:
             raise InvalidCredentials("invalid bearer token: account is unknown or deactivated")
         identity = Identity(user.username, user.is_admin, user.id, "bearer", granted)
         return identity, float(claims["exp"])
@@ -222,7 +231,7 @@ class AuthService:
         except InvalidToken as e:
             raise InvalidCredentials(f"invalid refresh token: {e}") from None
         user = self.store.get_user(claims["sub"])
-        if user is None or not user.is_active:
+        if user is None or not user.is_active or claims.get("uid") != user.id:
             raise InvalidCredentials("invalid refresh token: account is unknown or deactivated")
         credential = str(claims.get("cred", ""))
         if credential.startswith("pat:"):

@@ -123,6 +123,7 @@ class TokenService:
         access: list[dict[str, Any]],
         lifetime: int,
         *,
+        user_id: int | None = None,
         audience: str = SERVICE,
     ) -> tuple[str, int, int]:
         """(token, expires_in, issued_at) for `access` (already reduced to what is granted)."""
@@ -139,10 +140,14 @@ class TokenService:
             "use": "access",
             "access": access,
         }
+        if subject:
+            # The account's id as well as its name: a token never outlives a deleted account
+            # into a new one of the same name.
+            claims["uid"] = user_id
         token = jwt.encode(claims, key, algorithm=ALGORITHM, headers={"kid": self._kid})
         return token, lifetime, now
 
-    def issue_refresh(self, subject: str, credential: str) -> str:
+    def issue_refresh(self, subject: str, credential: str, user_id: int | None) -> str:
         """A long-lived token for the OAuth2 refresh grant; `credential` binds it to the
         password or access token it was obtained with, so changing that revokes it."""
         key = self._key()
@@ -156,6 +161,7 @@ class TokenService:
             "jti": uuid.uuid4().hex,
             "use": "refresh",
             "cred": credential,
+            "uid": user_id,
         }
         return jwt.encode(claims, key, algorithm=ALGORITHM, headers={"kid": self._kid})
 

@@ -46,6 +46,7 @@ accounts = Table(
     Column("ldap_dn", Text),
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
+    sqlite_autoincrement=True,  # ids are never reused: tokens carry them
 )
 
 org_members = Table(

@@ -38,6 +38,9 @@ def upgrade() -> None:
         sa.Column("ldap_dn", sa.Text),
         sa.Column("created_at", TS, nullable=False),
         sa.Column("updated_at", TS, nullable=False),
+        # Ids are never reused (SQLite would reuse the highest after a delete): tokens name
+        # the account id, and must not pass to a new account of a deleted one's name.
+        sqlite_autoincrement=True,
     )
     op.execute(
         "INSERT INTO accounts (id, name, is_org, full_name, password_hash, is_admin, is_active,"
