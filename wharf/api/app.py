@@ -7,6 +7,7 @@ on machines without internet access.
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 
 import fastapi_offline
@@ -22,6 +23,8 @@ from wharf.api import accounts, meta, repositories, tokens
 from wharf.api.deps import ApiError, error_response, service_error_response
 from wharf.management.errors import ServiceError
 from wharf.services import Services
+
+log = logging.getLogger("wharf.api")
 
 PREFIX = "/api/v0"
 SWAGGER_STATIC = Path(fastapi_offline.__file__).parent / "static"
@@ -67,6 +70,11 @@ def create_api(services: Services) -> FastAPI:
         where = ".".join(str(p) for p in first.get("loc", ()))
         code = "INVALID_JSON" if first.get("type") == "json_invalid" else "INVALID_PARAMETERS"
         return error_response(400, code, f"{where}: {first.get('msg', 'invalid input')}")
+
+    @api.exception_handler(Exception)
+    async def _internal(request: Request, exc: Exception) -> JSONResponse:
+        log.exception("unhandled error on %s %s", request.method, request.url.path)
+        return error_response(500, "INTERNAL_ERROR", "internal error; the server log has details")
 
     @api.exception_handler(HTTPException)
     async def _http(request: Request, exc: HTTPException) -> JSONResponse:

@@ -10,7 +10,9 @@ Level = Literal["read-only", "read-write", "admin"]
 
 
 class Body(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    # Strict: a JSON body must carry the types the API documents (`"no"` or `0` is not a
+    # boolean, `true` is not a number), as the services below check too.
+    model_config = ConfigDict(extra="forbid", strict=True)
 
 
 class NewAccount(Body):

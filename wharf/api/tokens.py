@@ -46,10 +46,12 @@ def create_token(
     )
 
 
-@router.delete("", summary="Delete tokens in bulk (yours; admins: by username)")
+@router.delete("", summary="Delete tokens in bulk (yours; admins: another user's by username)")
 def delete_tokens(
     request: Request,
-    username: str | None = Query(None, max_length=64),
+    username: str | None = Query(
+        None, max_length=64, description="Admins: this user's tokens (default: your own)"
+    ),
     usedbefore: datetime | None = Query(None, description="Only tokens last used before this"),
     actor: Identity = Actor,
 ) -> dict:

@@ -93,6 +93,9 @@ class AuthService:
         when there is none. Blocking: may run argon2 or an LDAP bind."""
         if not authorization:
             return ANONYMOUS
+        # The epoch as it was before the check: a change that lands while argon2 runs moves it
+        # and so drops this entry, instead of being cached as if it preceded the check.
+        epoch = self.policy.epoch()
         scheme, _, value = authorization.partition(" ")
         scheme = scheme.lower()
         if scheme == "basic":
@@ -106,11 +109,7 @@ class AuthService:
             raise InvalidCredentials("unsupported authorization scheme")
         if len(self._verified) >= self.CACHE_MAX:
             self._verified.clear()
-        self._verified[_cache_key(authorization)] = (
-            identity,
-            time.monotonic() + lifetime,
-            self.policy.epoch(),
-        )
+        self._verified[_cache_key(authorization)] = (identity, time.monotonic() + lifetime, epoch)
         return identity
 
     # -- passwords and personal access tokens -----------------------------------------------

@@ -7,7 +7,7 @@ translates. Names in results are the API's (camelCase).
 
 from __future__ import annotations
 
-from datetime import datetime
+from datetime import UTC, datetime
 from typing import Any
 
 from wharf.auth import tokens as pat
@@ -21,6 +21,14 @@ from wharf.metadata.identity import IdentityStore
 from wharf.metadata.models import Account, ApiToken, Team
 from wharf.metadata.store import AlreadyExists, MetadataStore
 from wharf.settings import Policy
+
+
+def utc(value: datetime | None) -> datetime | None:
+    """A time given by a caller, in UTC (naive means UTC). Stores compare times as stored,
+    in UTC; SQLite compares their text, so `10:00+02:00` must become `08:00` first."""
+    if value is None:
+        return None
+    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
 
 
 def iso(value: datetime | None) -> str | None:
@@ -81,8 +89,12 @@ def require_admin(actor: Identity) -> None:
 
 
 def _bool(data: dict[str, Any], key: str, default: bool | None = None) -> bool | None:
-    value = data.get(key, default)
-    if value is not None and not isinstance(value, bool):
+    """`data[key]` if given (it must then be a boolean: null is no value for a flag), else
+    `default`."""
+    if key not in data:
+        return default
+    value = data[key]
+    if not isinstance(value, bool):
         raise Invalid(f"{key} must be true or false")
     return value
 
@@ -469,6 +481,12 @@ class AccountService:
         org = self.org(org_name)
         self.require_org_member(actor, org)
         team = self.team(org, team_name)
+        # The list names private repositories: shown to the team's own members (who can
+        # read them through the team), owners and admins, not to the rest of the org.
+        if self._org_role(actor, org) not in ("admin", "owner") and not (
+            actor.user_id is not None and self.identities.is_team_member(team.id, actor.user_id)
+        ):
+            raise NotAuthorized(f"only members of team {team_name!r} and owners may see this")
         return {
             "team": team_json(team),
             "repositoryAccessList": [
@@ -569,16 +587,17 @@ class AccountService:
         client: str | None = None,
     ) -> int:
         me = require_user(actor)
-        if not actor.is_admin:
-            if username not in (None, me):
-                raise NotAuthorized("only system administrators may delete other users' tokens")
-            username = me
-        hashed = self.identities.tokens_matching(username, used_before)
+        # Without a username, the caller's own tokens, admins included: a bare DELETE must
+        # never sweep away every user's tokens.
+        username = username or me
+        if username != me and not actor.is_admin:
+            raise NotAuthorized("only system administrators may delete other users' tokens")
+        hashed = self.identities.tokens_matching(username, utc(used_before))
         count = self.identities.delete_tokens(hashed)
         self._changed()
         self.audit.record(
             "token_delete",
-            username or "*",
+            username,
             actor=me,
             client=client,
             details={"count": count},
@@ -620,8 +639,8 @@ class AccountService:
             action=action,
             actor=actor_name,
             before_id=before_id,
-            since=since,
-            until=until,
+            since=utc(since),
+            until=utc(until),
             limit=limit,
         )
         import json

@@ -294,9 +294,10 @@ class RepositoryService:
         org = self._namespace(namespace)
         if not org.is_org:
             raise Invalid("namespace grants exist only for organizations", "NOT_AN_ORGANIZATION")
-        # Owners and system admins (admin level on a repository that does not exist yet
-        # counts only namespace-wide levels).
-        if self.access.level(actor, f"{namespace}/\0", None) < ADMIN:
+        # Owners and system admins only: a team granted admin on the whole namespace
+        # administers its repositories, not the namespace's grants.
+        owner = actor.user_id is not None and self.identities.org_membership(org.id, actor.user_id)
+        if not actor.is_admin and not owner:
             raise NotAuthorized(f"only owners of {namespace!r} may manage its grants")
         return org
 
@@ -377,7 +378,7 @@ class RepositoryService:
             raise NoSuch(f"no user named {username!r}", "NO_SUCH_USER")
         subject = Identity(user.username, user.is_admin, user.id, "password")
         repo_row = self.store.get_repository(full_name)
-        level = self.access.level(subject, full_name, repo_row)
+        level = self.access.level(subject, full_name, repo_row) if user.is_active else 0
         if repo_row is None or (me == username and level < READ):
             raise NoSuch(f"no repository {full_name!r}", "NO_SUCH_REPOSITORY")
         return {

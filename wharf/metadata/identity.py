@@ -344,6 +344,17 @@ class IdentityStore:
         with self._read() as conn:
             return [_account(r) for r in conn.execute(q)]
 
+    def is_team_member(self, team_id: int, user_id: int) -> bool:
+        with self._read() as conn:
+            return (
+                conn.execute(
+                    select(t.team_members.c.user_id).where(
+                        t.team_members.c.team_id == team_id, t.team_members.c.user_id == user_id
+                    )
+                ).first()
+                is not None
+            )
+
     def add_team_member(self, team: Team, user_id: int) -> None:
         """Add a user to a team (and to the team's organisation, as a plain member)."""
         with self._write() as conn:
