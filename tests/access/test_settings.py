@@ -189,7 +189,10 @@ def test_anonymous_pull_off_and_on(own_admin, own_user, own_anon):
     assert r.headers["www-authenticate"].startswith("Basic ")
     r = token_get(own_anon, ["registry:catalog:*"])
     assert r.status_code == 401
-    assert own_anon.get(f"{API}/repositories/{own_user.name}").json() == []
+    r = own_anon.get(f"{API}/repositories/{own_user.name}")
+    api_error(r, 401, "NOT_AUTHENTICATED")
+    assert r.headers["www-authenticate"].startswith("Basic ")
+    api_error(own_anon.get(f"{API}/repositories/{public}"), 401, "NOT_AUTHENTICATED")
     # Signed-in users still pull public repositories.
     other = create_user(own_admin)
     try:

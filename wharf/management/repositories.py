@@ -14,7 +14,7 @@ from wharf.auth.audit import Audit
 from wharf.auth.identity import Identity
 from wharf.management import validation as check
 from wharf.management.accounts import account_json, iso, require_user, team_json
-from wharf.management.errors import Conflict, Invalid, NoSuch, NotAuthorized
+from wharf.management.errors import Conflict, Invalid, NoSuch, NotAuthenticated, NotAuthorized
 from wharf.metadata.identity import IdentityStore
 from wharf.metadata.models import Account
 from wharf.metadata.store import AlreadyExists, MetadataStore
@@ -60,9 +60,16 @@ class RepositoryService:
             raise NoSuch(f"no account named {name!r}", "NO_SUCH_ACCOUNT")
         return found
 
+    def _anonymous_allowed(self, actor: Identity) -> None:
+        """Anonymous callers browse public repositories only while anonymous pulls are on;
+        otherwise they are asked to sign in (as the registry API does)."""
+        if actor.username is None and not self.policy.settings().anonymousPull:
+            raise NotAuthenticated("authentication required")
+
     def _visible(self, actor: Identity, full_name: str, needed: int = READ) -> dict[str, Any]:
         """The repository's row if the caller holds `needed` on it; a caller who cannot even
         read it is told it does not exist."""
+        self._anonymous_allowed(actor)
         details = self.identities.repository_details(full_name)
         repo = self.store.get_repository(full_name)
         level = self.access.level(actor, full_name, repo)
@@ -93,6 +100,7 @@ class RepositoryService:
     def list(
         self, actor: Identity, namespace: str | None, start: str | None, limit: int
     ) -> list[dict[str, Any]]:
+        self._anonymous_allowed(actor)
         if namespace is not None:
             self._namespace(namespace)
         # pageStart names the first repository of the page (inclusive).
