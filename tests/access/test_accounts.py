@@ -334,3 +334,17 @@ def test_account_list_pagination(admin):
     assert second.json()[0]["name"] == nxt
     assert {a["name"] for a in first.json()}.isdisjoint(a["name"] for a in second.json())
     api_error(admin.get(f"{API}/accounts", params={"pageSize": 0}), 400, "INVALID_PARAMETERS")
+
+
+def test_an_account_cannot_inherit_repositories_pushed_into_an_unowned_namespace(admin):
+    """An admin may push `ghost/x` before any account `ghost` exists; registering `ghost`
+    later would make its owner admin of those repositories, so it is refused."""
+    name = unique("ghost")
+    push_image(admin, f"{name}/x")
+    r = admin.post(f"{API}/accounts", json={"name": name, "password": "long-enough-pw"})
+    api_error(r, 409, "NAMESPACE_IN_USE")
+    r = admin.post(f"{API}/accounts", json={"name": name, "isOrg": True})
+    api_error(r, 409, "NAMESPACE_IN_USE")
+    assert admin.delete(f"{API}/repositories/{name}/x").status_code == 204
+    r = admin.post(f"{API}/accounts", json={"name": name, "isOrg": True})
+    assert r.status_code == 201, r.text

@@ -7,14 +7,13 @@ authenticate against the directory; directory users have no local password.
 
 from __future__ import annotations
 
-import contextlib
 import logging
 from typing import TYPE_CHECKING, Any
 
 from wharf.auth.audit import Audit
 from wharf.auth.identity import Identity
 from wharf.management.errors import Invalid, NotAuthenticated, NotAuthorized, ServiceError
-from wharf.metadata.identity import IdentityStore
+from wharf.metadata.identity import IdentityStore, NamespaceInUse
 from wharf.metadata.models import User
 from wharf.metadata.store import AlreadyExists, MetadataStore
 from wharf.settings import Policy
@@ -147,7 +146,7 @@ class DirectoryService:
         if existing is not None and existing.source != "ldap":
             return None  # a local account of the same name is not the directory's to log in
         if existing is None:
-            with contextlib.suppress(AlreadyExists):
+            try:
                 self.identities.create_account(
                     found.username,
                     is_org=False,
@@ -155,6 +154,14 @@ class DirectoryService:
                     source="ldap",
                     ldap_dn=found.dn,
                 )
+            except AlreadyExists:
+                pass  # created concurrently, or an organisation's name: get_user decides
+            except NamespaceInUse:
+                log.warning(
+                    "LDAP user %r not provisioned: repositories exist under that name",
+                    found.username,
+                )
+                return None
         else:
             self.identities.update_account(
                 found.username, full_name=found.full_name, ldap_dn=found.dn
@@ -183,6 +190,7 @@ class DirectoryService:
                 "usersUpdated",
                 "usersDeactivated",
                 "usersReactivated",
+                "usersSkipped",
                 "teamsSynced",
                 "membersAdded",
                 "membersRemoved",
@@ -196,13 +204,17 @@ class DirectoryService:
                 seen.add(found.username)
                 existing = self.identities.get_account(found.username)
                 if existing is None:
-                    self.identities.create_account(
-                        found.username,
-                        is_org=False,
-                        full_name=found.full_name,
-                        source="ldap",
-                        ldap_dn=found.dn,
-                    )
+                    try:
+                        self.identities.create_account(
+                            found.username,
+                            is_org=False,
+                            full_name=found.full_name,
+                            source="ldap",
+                            ldap_dn=found.dn,
+                        )
+                    except NamespaceInUse:
+                        report["usersSkipped"] += 1
+                        continue
                     report["usersCreated"] += 1
                 elif existing.source == "ldap":
                     changes: dict[str, Any] = {}

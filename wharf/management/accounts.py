@@ -17,7 +17,7 @@ from wharf.auth.passwords import hash_password, verify_password
 from wharf.auth.tokens import TokenService
 from wharf.management import validation as check
 from wharf.management.errors import Conflict, Invalid, NoSuch, NotAuthenticated, NotAuthorized
-from wharf.metadata.identity import IdentityStore
+from wharf.metadata.identity import IdentityStore, NamespaceInUse
 from wharf.metadata.models import Account, ApiToken, Team
 from wharf.metadata.store import AlreadyExists, MetadataStore
 from wharf.settings import Policy
@@ -203,6 +203,12 @@ class AccountService:
             )
         except AlreadyExists:
             raise Conflict(f"the name {name!r} is taken", "ACCOUNT_EXISTS") from None
+        except NamespaceInUse:
+            raise Conflict(
+                f"repositories named {name}/... exist without an owner; delete or move them "
+                "before creating this account",
+                "NAMESPACE_IN_USE",
+            ) from None
         self.audit.record(
             "org_create" if is_org else "user_create",
             name,

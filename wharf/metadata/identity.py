@@ -19,6 +19,12 @@ from wharf.metadata.models import Account, ApiToken, AuditEvent, Team
 from wharf.metadata.store import AlreadyExists, MetadataStore, utcnow
 
 LEVELS = ("read-only", "read-write", "admin")
+
+
+class NamespaceInUse(Exception):
+    """Repositories exist under a name that has no account."""
+
+
 EPOCH_KEY = "auth_epoch"
 
 _ACCOUNT_COLUMNS = (
@@ -147,6 +153,13 @@ class IdentityStore:
     ) -> Account:
         now = utcnow()
         with self._write() as conn:
+            # Repositories an admin pushed into a namespace nobody owns must not pass to
+            # whoever later registers that name (they would become its admin).
+            orphans = conn.execute(
+                select(t.repositories.c.id).where(t.repositories.c.namespace == name).limit(1)
+            ).first()
+            if orphans is not None:
+                raise NamespaceInUse(name)
             created = conn.execute(
                 self.store._insert(t.accounts)
                 .values(
