@@ -19,7 +19,7 @@ from wharf.metadata.store import AlreadyExists, MetadataStore
 from wharf.settings import Policy
 
 if TYPE_CHECKING:
-    from wharf.auth.ldap import LdapDirectory
+    from wharf.auth.ldap import LdapDirectory, LdapUser
 
 log = logging.getLogger("wharf.ldap")
 
@@ -146,27 +146,34 @@ class DirectoryService:
         if existing is not None and existing.source != "ldap":
             return None  # a local account of the same name is not the directory's to log in
         if existing is None:
-            try:
-                self.identities.create_account(
-                    found.username,
-                    is_org=False,
-                    full_name=found.full_name,
-                    source="ldap",
-                    ldap_dn=found.dn,
-                )
-            except AlreadyExists:
-                pass  # created concurrently, or an organisation's name: get_user decides
-            except NamespaceInUse:
-                log.warning(
-                    "LDAP user %r not provisioned: repositories exist under that name",
-                    found.username,
-                )
+            if self._provision(found) == "blocked":
                 return None
         else:
             self.identities.update_account(
                 found.username, full_name=found.full_name, ldap_dn=found.dn
             )
         return self.store.get_user(found.username)
+
+    def _provision(self, found: LdapUser) -> str:
+        """Create the account of a directory user: "created", "exists" (made concurrently,
+        or an organisation's name) or "blocked" (unowned repositories use the name)."""
+        try:
+            self.identities.create_account(
+                found.username,
+                is_org=False,
+                full_name=found.full_name,
+                source="ldap",
+                ldap_dn=found.dn,
+            )
+        except AlreadyExists:
+            return "exists"
+        except NamespaceInUse:
+            log.warning(
+                "LDAP user %r not provisioned: repositories exist under that name",
+                found.username,
+            )
+            return "blocked"
+        return "created"
 
     # -- sync -------------------------------------------------------------------------------
 
@@ -204,18 +211,8 @@ class DirectoryService:
                 seen.add(found.username)
                 existing = self.identities.get_account(found.username)
                 if existing is None:
-                    try:
-                        self.identities.create_account(
-                            found.username,
-                            is_org=False,
-                            full_name=found.full_name,
-                            source="ldap",
-                            ldap_dn=found.dn,
-                        )
-                    except NamespaceInUse:
-                        report["usersSkipped"] += 1
-                        continue
-                    report["usersCreated"] += 1
+                    outcome = self._provision(found)
+                    report["usersCreated" if outcome == "created" else "usersSkipped"] += 1
                 elif existing.source == "ldap":
                     changes: dict[str, Any] = {}
                     if existing.full_name != found.full_name:
