@@ -7,6 +7,7 @@ translates. Names in results are the API's (camelCase).
 
 from __future__ import annotations
 
+import json
 from datetime import UTC, datetime
 from typing import Any
 
@@ -649,7 +650,6 @@ class AccountService:
             until=utc(until),
             limit=limit,
         )
-        import json
 
         return [
             {
