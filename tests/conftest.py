@@ -19,6 +19,8 @@ from pathlib import Path
 import httpx
 import pytest
 
+from tests import metadata_db
+
 ADMIN_USER = "admin"
 
 
@@ -37,6 +39,7 @@ class WharfServer:
     admin_password: str
     workers: int = 1
     extra_args: list[str] = field(default_factory=list)
+    db_url: str = ""  # the metadata store; set by start_server (see tests/metadata_db.py)
     proc: subprocess.Popen | None = None
     log_path: Path | None = None
 
@@ -73,6 +76,7 @@ class WharfServer:
                 self.host,
                 "--workers",
                 str(self.workers),
+                *(["--db", self.db_url] if self.db_url else []),
                 *self.extra_args,
             ],
             env=env,
@@ -111,11 +115,28 @@ class WharfServer:
 
 
 def start_server(tmp: Path, **kwargs) -> WharfServer:
+    data_dir = tmp / "data"
+    kwargs.setdefault("db_url", metadata_db.server_db_url(data_dir))
     server = WharfServer(
-        data_dir=tmp / "data", port=free_port(), admin_password=secrets.token_urlsafe(16), **kwargs
+        data_dir=data_dir, port=free_port(), admin_password=secrets.token_urlsafe(16), **kwargs
     )
     server.start()
     return server
+
+
+def pytest_sessionfinish(session, exitstatus) -> None:
+    metadata_db.drop_databases()
+
+
+def pytest_collection_modifyitems(config, items) -> None:
+    # Tests of the embedded store itself (its file, its defaults) do not run against
+    # PostgreSQL: they are deselected there, so the run says how many.
+    if metadata_db.backend() != "sqlite":
+        selected = [i for i in items if i.get_closest_marker("embedded_only") is None]
+        deselected = [i for i in items if i.get_closest_marker("embedded_only") is not None]
+        if deselected:
+            config.hook.pytest_deselected(items=deselected)
+            items[:] = selected
 
 
 @pytest.fixture(scope="session")

@@ -33,6 +33,16 @@ def create_app(settings: Settings) -> ASGIApp:
         if scope["scheme"] == "https":
             send = _with_header(send, HSTS)
         path = scope["path"]
+        registry_path = path == "/v2" or path.startswith("/v2/")
+        has_nul = b"%00" in scope.get("query_string", b"") or (
+            "\x00" in path and not registry_path  # the registry answers per parameter
+        )
+        if has_nul:
+            # No parameter may hold a NUL byte (and PostgreSQL refuses them in text):
+            # refused at the edge, in each API's error format.
+            api = path.startswith("/api/")
+            await _respond(send, 400, _NUL_API if api else _NUL_REGISTRY)
+            return
         if path == "/v2" or path.startswith("/v2/"):
             await registry(scope, receive, send)
             return
@@ -57,9 +67,21 @@ def create_app(settings: Settings) -> ASGIApp:
 
 
 async def _not_found(send: Send, body: bytes) -> None:
+    await _respond(send, 404, body)
+
+
+async def _respond(send: Send, status: int, body: bytes) -> None:
     headers = [(b"content-type", b"application/json")]
-    await send({"type": "http.response.start", "status": 404, "headers": headers})
+    await send({"type": "http.response.start", "status": status, "headers": headers})
     await send({"type": "http.response.body", "body": body})
+
+
+_NUL_REGISTRY = json.dumps(
+    {"errors": [{"code": "UNSUPPORTED", "message": "NUL bytes are not allowed in URLs"}]}
+).encode()
+_NUL_API = json.dumps(
+    {"errors": [{"code": "INVALID_PARAMETERS", "message": "NUL bytes are not allowed in URLs"}]}
+).encode()
 
 
 def _with_header(send: Send, header: tuple[bytes, bytes]) -> Send:

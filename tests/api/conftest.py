@@ -29,7 +29,7 @@ def user(wharf_server) -> User:
     registry API has no user management). It may do everything under `<username>/`."""
     username = f"user{secrets.token_hex(4)}"
     password = secrets.token_urlsafe(12)
-    store = MetadataStore(f"sqlite:///{(wharf_server.data_dir / 'wharf.db').resolve()}")
+    store = MetadataStore(wharf_server.db_url)
     try:
         store.create_user(username, hash_password(password), is_admin=False)
     finally:

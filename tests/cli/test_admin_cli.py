@@ -28,16 +28,23 @@ class Installation:
     admin_password: str
 
     def server(self) -> WharfServer:
-        server = WharfServer(self.data_dir, free_port(), self.admin_password)
+        server = WharfServer(
+            self.data_dir, free_port(), self.admin_password, db_url=DB_URLS[self.data_dir]
+        )
         server.start()
         return server
+
+
+# The metadata store of each installation (PostgreSQL in that test pass), by data dir.
+DB_URLS: dict[Path, str] = {}
 
 
 def _command(data_dir: Path, args: tuple[str, ...], password: str | None):
     env = {k: v for k, v in os.environ.items() if k != "WHARF_USER_PASSWORD"}
     if password is not None:
         env["WHARF_USER_PASSWORD"] = password
-    return [sys.executable, "-m", "wharf", *args, "--data-dir", str(data_dir)], env
+    db = ["--db", DB_URLS[data_dir]] if data_dir in DB_URLS else []
+    return [sys.executable, "-m", "wharf", *args, "--data-dir", str(data_dir), *db], env
 
 
 def wharf(data_dir: Path, *args: str, password: str | None = None) -> Result:
@@ -77,6 +84,7 @@ def installation(tmp_path_factory) -> Iterator[Installation]:
     """A data directory prepared by `wharf serve` once, then left with no server running."""
     server = start_server(tmp_path_factory.mktemp("cli"))
     server.stop()
+    DB_URLS[server.data_dir] = server.db_url
     yield Installation(server.data_dir, server.admin_password)
 
 

@@ -57,6 +57,7 @@ class Servers:
             port=free_port() if new_port else old.port,
             admin_password=old.admin_password,
             workers=old.workers if workers is None else workers,
+            db_url=old.db_url,
         )
         server.start()
         self.started.append(server)

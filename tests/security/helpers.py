@@ -10,12 +10,12 @@ import os
 import re
 import secrets
 import socket
-import sqlite3
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import Any
 
 import httpx
+
+from tests import metadata_db
 
 OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
 OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
@@ -249,13 +249,9 @@ def access_token(server, scopes: list[str], auth: tuple[str, str] | None = None)
 def signing_key_pem(server) -> str:
     """The server's token signing key, read from its metadata store (to sign tokens whose only
     fault is the one under test)."""
-    db = Path(server.data_dir) / "wharf.db"
-    with sqlite3.connect(f"file:{db}?mode=ro", uri=True) as conn:
-        row = conn.execute(
-            "SELECT value FROM settings WHERE key = ?", ("token_signing_key",)
-        ).fetchone()
-    assert row is not None, "the server has no token signing key yet"
-    return json.loads(row[0])
+    value = metadata_db.query_setting(server.db_url, "token_signing_key")
+    assert value is not None, "the server has no token signing key yet"
+    return json.loads(value)
 
 
 # -- raw HTTP -------------------------------------------------------------------------------

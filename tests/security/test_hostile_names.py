@@ -311,7 +311,6 @@ def test_hostile_scopes_grant_nothing(setup, who):
         f"repository:{bob}/private/..:pull",
         f"repository:{bob}//private:pull",
         f"repository:/{bob}/private:pull",
-        f"repository:{bob}/private\u0000:pull",
         f"repository:{bob}/./private:pull",
         f"repository:{bob}/" + "a" * 300 + ":pull",
         f"repository:{bob}/private:pull:extra",
@@ -323,6 +322,10 @@ def test_hostile_scopes_grant_nothing(setup, who):
     assert r.status_code == 200, r.text
     assert jwt_parts(r.json()["token"])[1]["access"] == []
     assert r.json()["scope"] == ""
+    # A NUL byte is refused at the edge (no store could hold it), with a clear error.
+    r = get_token(setup.server, [f"repository:{bob}/private\u0000:pull"], auth)
+    assert r.status_code == 400, r.text
+    assert "NUL" in r.json()["errors"][0]["message"]
     # Control: the plain scope is granted to the admin (and not to alice).
     r = get_token(setup.server, [f"repository:{bob}/private:pull"], auth)
     actions = jwt_parts(r.json()["token"])[1]["access"][0]["actions"]

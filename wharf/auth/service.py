@@ -148,7 +148,7 @@ class AuthService:
         return identity
 
     def _check_secret(self, username: str, secret: str) -> Identity:
-        if not secret:
+        if not secret or "\x00" in username or "\x00" in secret:
             raise InvalidCredentials("invalid username or password")
         # Any secret might be a token: a SHA-256 lookup is cheap, and trying it first means a
         # token is never sent through argon2 or to the directory.

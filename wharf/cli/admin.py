@@ -340,4 +340,68 @@ def ldap_sync(**where: Any) -> None:
         emit(svc.directory.sync(CLI_ACTOR))
 
 
-COMMANDS = (user, org, team, repo, grant, token, ldap)
+# -- moving the metadata store ----------------------------------------------------------------
+
+
+@click.command("migrate-metadata")
+@click.option(
+    "--to",
+    "target_url",
+    required=True,
+    help="The new metadata store, postgresql://user@host/db (password: WHARF_DB_PASSWORD).",
+)
+@click.option(
+    "--overwrite",
+    is_flag=True,
+    help="Replace whatever the target holds (otherwise a non-empty target is refused).",
+)
+@installation_options
+def migrate_metadata(target_url: str, overwrite: bool, **where: Any) -> None:
+    """Copy this installation's metadata (the embedded SQLite store) into PostgreSQL.
+
+    Stop the registry first. Nothing is deleted from the source; once the copy is verified,
+    start the registry with `--db` pointing at the target. Blobs stay where they are.
+    """
+    from wharf.metadata.store import MetadataStore
+    from wharf.metadata.transfer import TargetNotEmpty, transfer
+
+    try:
+        settings = load_settings(where.pop("config_file"), where)
+    except ConfigError as e:
+        raise click.UsageError(str(e)) from None
+    if settings.db_url == target_url:
+        raise click.UsageError("--to names the store this installation already uses")
+    if not target_url.startswith(("postgresql://", "postgres://", "postgresql+psycopg://")):
+        raise click.UsageError("--to must be a postgresql:// URL")
+    embedded = settings.data_dir / "wharf.db"
+    if settings.db_url == f"sqlite:///{embedded}" and not embedded.exists():
+        click.echo(f"wharf: no installation in {settings.data_dir}", err=True)
+        sys.exit(EXIT_FAILURE)
+    source, target = MetadataStore(settings.db_url), MetadataStore(target_url)
+    try:
+        report = transfer(source, target, overwrite=overwrite)
+    except TargetNotEmpty as e:
+        click.echo(
+            f"wharf: refused: {e}. Point --to at an empty database, or add --overwrite to "
+            "replace its contents.",
+            err=True,
+        )
+        sys.exit(EXIT_REFUSED)
+    finally:
+        source.dispose()
+        target.dispose()
+    for table, rows in report.rows.items():
+        click.echo(f"{table:24} {rows:>10}")
+    click.echo(
+        f"copied {report.total} rows; counts verified. Start the registry with "
+        f"--db {_redacted(target_url)} (the embedded store is left as it was)."
+    )
+
+
+def _redacted(url: str) -> str:
+    from sqlalchemy.engine import make_url
+
+    return make_url(url).render_as_string(hide_password=True)
+
+
+COMMANDS = (user, org, team, repo, grant, token, ldap, migrate_metadata)

@@ -76,6 +76,6 @@ def visibility(value: object) -> str:
 
 
 def text(value: object, field: str, limit: int) -> str:
-    if not isinstance(value, str) or len(value) > limit:
-        raise Invalid(f"{field} must be a string of at most {limit} characters")
+    if not isinstance(value, str) or len(value) > limit or "\x00" in value:
+        raise Invalid(f"{field} must be a string of at most {limit} characters, without NUL")
     return value

@@ -7,15 +7,17 @@ PostgreSQL. Methods are blocking and short; the HTTP layer calls them from worke
 from __future__ import annotations
 
 import json
+import os
 import secrets
 import threading
-from collections.abc import Callable, Iterable, Iterator
+from collections.abc import Callable, Iterable, Iterator, Mapping
 from contextlib import contextmanager
 from datetime import UTC, datetime, timedelta
 from pathlib import Path
 from typing import Any
 
 from sqlalchemy import (
+    URL,
     ColumnElement,
     Connection,
     Dialect,
@@ -31,6 +33,7 @@ from sqlalchemy import (
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
+from sqlalchemy.engine import make_url
 
 from wharf.metadata import schema as t
 from wharf.metadata.models import Manifest, Referrer, Repository, Upload, User
@@ -42,13 +45,40 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def database_url(url: str, environ: Mapping[str, str] | None = None) -> URL:
+    """The SQLAlchemy URL for a `--db` URL: `postgresql://` uses psycopg 3, and the password,
+    when the URL has none, comes from WHARF_DB_PASSWORD (never from the command line)."""
+    env = os.environ if environ is None else environ
+    parsed = make_url(url)
+    if parsed.drivername in ("postgresql", "postgres", "postgresql+psycopg"):
+        parsed = parsed.set(drivername="postgresql+psycopg")
+        if parsed.password is None and env.get("WHARF_DB_PASSWORD"):
+            parsed = parsed.set(password=env["WHARF_DB_PASSWORD"])
+    elif parsed.drivername != "sqlite":
+        raise ValueError(
+            f"unsupported metadata store {parsed.drivername!r}: use sqlite:///path or "
+            "postgresql://user@host/db"
+        )
+    return parsed
+
+
 def create_db_engine(url: str) -> Engine:
-    if url.startswith("sqlite"):
-        engine = create_engine(url, pool_size=8, max_overflow=16, pool_pre_ping=False)
+    parsed = database_url(url)
+    if parsed.drivername == "sqlite":
+        engine = create_engine(parsed, pool_size=8, max_overflow=16, pool_pre_ping=False)
         event.listen(engine, "connect", _sqlite_on_connect)
         event.listen(engine, "begin", _sqlite_on_begin)
         return engine
-    return create_engine(url, pool_size=8, max_overflow=16, pool_pre_ping=True)
+    # Several replicas share the server: a modest pool per process, checked before use so a
+    # database restart or failover costs one retry, not an error.
+    return create_engine(
+        parsed,
+        pool_size=5,
+        max_overflow=10,
+        pool_pre_ping=True,
+        pool_recycle=1800,
+        connect_args={"connect_timeout": 10, "application_name": "wharf"},
+    )
 
 
 def _sqlite_on_connect(dbapi_connection, _record) -> None:  # type: ignore[no-untyped-def]
@@ -518,7 +548,9 @@ class MetadataStore:
                     annotations=json.dumps(annotations) if annotations else None,
                     created_at=now,
                 )
-                .on_conflict_do_nothing(index_elements=["repository_id", "sha256"])
+                # Any conflict (sha256 or sha512 unique key): PostgreSQL reports whichever
+                # it meets first, so no single arbiter index would do.
+                .on_conflict_do_nothing()
                 .returning(t.manifests.c.id)
             ).scalar()
             if manifest_id is not None:

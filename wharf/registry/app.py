@@ -17,8 +17,10 @@ from wharf.auth.service import AuthService, InvalidCredentials, TooManyAttempts
 from wharf.auth.tokens import SERVICE
 from wharf.registry import routes
 from wharf.registry.errors import (
+    BlobUploadUnknown,
     Denied,
     InternalError,
+    ManifestUnknown,
     MethodNotAllowed,
     NameInvalid,
     NameUnknown,
@@ -80,6 +82,12 @@ class RegistryApp:
             if b"%2f" in request.scope.get("raw_path", b"").lower():
                 raise NameInvalid(params["name"])
             validate_name(params["name"])
+        # A NUL byte cannot be in any stored reference or upload id (and PostgreSQL refuses
+        # it in a query): answer as for any unknown one.
+        if "\x00" in params.get("reference", ""):
+            raise ManifestUnknown(params["reference"])
+        if "\x00" in params.get("upload_id", ""):
+            raise BlobUploadUnknown(params["upload_id"])
         identity = await self._identity(request, access, params.get("name"))
         ctx = Context(request, params, self.registry, self.access, identity)
         await self._authorize(ctx, access)
