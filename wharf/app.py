@@ -10,13 +10,13 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 from wharf.auth.endpoint import TokenEndpoint
 from wharf.config import Settings
 from wharf.registry.app import RegistryApp
-from wharf.services import build_services
+from wharf.services import Services, build_services
 
 HSTS = (b"strict-transport-security", b"max-age=31536000")
 
 
-def create_app(settings: Settings) -> ASGIApp:
-    services = build_services(settings)
+def create_app(settings: Settings, services: Services | None = None) -> ASGIApp:
+    services = services or build_services(settings)
     registry = RegistryApp(services.registry, services.auth, services.access)
     token_endpoint = TokenEndpoint(services.auth, services.access)
     # The management API (FastAPI, pydantic) is built on its first request: a worker that

@@ -8,6 +8,7 @@ import sys
 from pathlib import Path
 
 from wharf.auth.passwords import hash_password
+from wharf.cluster import register, replica_id
 from wharf.config import Settings
 from wharf.metadata.store import MetadataStore
 
@@ -24,8 +25,15 @@ def prepare(settings: Settings) -> None:
         if store.embedded:  # this replica is the only one, and it is not running yet
             store.clear_upload_leases()
         ensure_admin(store, settings.data_dir)
+        register(store, replica_id(settings.data_dir), advertised_address(settings))
     finally:
         store.dispose()
+
+
+def advertised_address(settings: Settings) -> str:
+    if settings.https_addr:
+        return f"https://{settings.https_addr}"
+    return f"http://{settings.http_addr}"
 
 
 def ensure_admin(store: MetadataStore, data_dir: Path) -> None:

@@ -66,11 +66,15 @@ def run_worker(settings: Settings, listeners: list[Listener], supervised: bool =
     import uvicorn
 
     from wharf.app import create_app
+    from wharf.cluster import heartbeat_forever, replica_id
+    from wharf.services import build_services
 
     logging.basicConfig(
         level=settings.log_level.upper(), format="%(levelname)s %(name)s %(message)s"
     )
-    app = create_app(settings)
+    services = build_services(settings)
+    app = create_app(settings, services)
+    rid = replica_id(settings.data_dir)
     servers = []
     for listener in listeners:
         config = uvicorn.Config(
@@ -91,7 +95,9 @@ def run_worker(settings: Settings, listeners: list[Listener], supervised: bool =
         tasks = [asyncio.create_task(server.serve(sockets=[sock])) for server, sock in servers]
         if supervised:
             tasks.append(asyncio.create_task(_parent_gone(os.getppid())))
+        heartbeat = asyncio.create_task(heartbeat_forever(services.store, rid))
         await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        heartbeat.cancel()
         # One server saw the shutdown signal (only the last one installed holds the handler).
         for server, _ in servers:
             server.should_exit = True

@@ -25,6 +25,16 @@ def update_settings(request: Request, body: m.SettingsChanges, actor: Identity =
     return services(request).accounts.update_settings(actor, m.changes(body), client(request))
 
 
+@router.get("/meta/cluster_status", summary="Replicas, metadata store and blob storage health")
+def cluster_status(request: Request, actor: Identity = Actor) -> dict:
+    from wharf.cluster import status
+    from wharf.management.accounts import require_admin
+
+    require_admin(actor)
+    svc = services(request)
+    return status(svc.store, svc.storage)
+
+
 @router.get("/meta/settings/ldap", summary="LDAP configuration (the bind password is never shown)")
 def get_ldap(request: Request, actor: Identity = Actor) -> dict:
     return services(request).directory.get_config(actor)

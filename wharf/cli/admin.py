@@ -404,4 +404,48 @@ def _redacted(url: str) -> str:
     return make_url(url).render_as_string(hide_password=True)
 
 
-COMMANDS = (user, org, team, repo, grant, token, ldap, migrate_metadata)
+@click.command("status")
+@click.option("--json", "as_json", is_flag=True, help="Machine-readable output.")
+@click.option("--storage", help="Blob storage URL (default: the installation's).")
+@installation_options
+def status(as_json: bool, **where: Any) -> None:
+    """Replicas (ids, versions, health), the metadata store and the blob storage.
+    Exits 1 when something is unhealthy."""
+    from wharf.cluster import status as cluster_status
+    from wharf.metadata.store import MetadataStore
+    from wharf.storage import open_storage
+
+    try:
+        settings = load_settings(where.pop("config_file"), where)
+    except ConfigError as e:
+        raise click.UsageError(str(e)) from None
+    embedded = settings.data_dir / "wharf.db"
+    if settings.db_url == f"sqlite:///{embedded}" and not embedded.exists():
+        click.echo(f"wharf: no installation in {settings.data_dir}", err=True)
+        sys.exit(EXIT_FAILURE)
+    store = MetadataStore(settings.db_url)
+    try:
+        report = cluster_status(store, open_storage(settings.storage_url))
+    finally:
+        store.dispose()
+    if as_json:
+        emit(report)
+    else:
+        db = report["database"]
+        state = "healthy" if db.get("healthy") else f"UNHEALTHY: {db.get('error')}"
+        kind = "embedded SQLite" if db.get("embedded") else db.get("dialect", "?")
+        click.echo(f"metadata store  {kind}, schema {db.get('schemaRevision')}: {state}")
+        st = report["storage"]
+        state = "healthy" if st.get("healthy") else f"UNHEALTHY: {st.get('error')}"
+        click.echo(f"blob storage    {st.get('driver', '?')}: {state}")
+        click.echo(f"replicas        {len(report['replicas'])}")
+        for r in report["replicas"]:
+            health = "healthy" if r["healthy"] else "UNHEALTHY"
+            click.echo(
+                f"  {r['id']}  {r['version']:<8} {r['address']:<28} {health:<9}"
+                f" heartbeat {r['secondsSinceHeartbeat']:.0f}s ago on {r['hostname']}"
+            )
+    sys.exit(0 if report["healthy"] else EXIT_FAILURE)
+
+
+COMMANDS = (user, org, team, repo, grant, token, ldap, migrate_metadata, status)

@@ -253,3 +253,15 @@ uploads = Table(
     Column("created_at", DateTime(timezone=True), nullable=False),
     Column("updated_at", DateTime(timezone=True), nullable=False),
 )
+
+# Every replica of the cluster, kept up to date by its own heartbeat.
+replicas = Table(
+    "replicas",
+    metadata,
+    Column("id", String(12), primary_key=True),  # 12 hex digits, kept in the data directory
+    Column("hostname", String(255), nullable=False),
+    Column("address", String(255), nullable=False),
+    Column("version", String(32), nullable=False),
+    Column("started_at", DateTime(timezone=True), nullable=False),
+    Column("heartbeat_at", DateTime(timezone=True), nullable=False),
+)
