@@ -448,4 +448,117 @@ def status(as_json: bool, **where: Any) -> None:
     sys.exit(0 if report["healthy"] else EXIT_FAILURE)
 
 
-COMMANDS = (user, org, team, repo, grant, token, ldap, migrate_metadata, status)
+@click.command("join")
+@click.option("--existing-replica-id", required=True, help="Id of a replica of the cluster.")
+@click.option("--db", help="The cluster's metadata store, postgresql://user@host/db.")
+@click.option("--storage", help="The cluster's blob storage (shared by every replica).")
+@click.option("--http-addr", default="127.0.0.1:5000", show_default=True)
+@click.option(
+    "--data-dir",
+    type=click.Path(path_type=Path),
+    envvar="WHARF_DATA_DIR",
+    help="This replica's data directory (default ./wharf-data).",
+)
+def join(
+    existing_replica_id: str,
+    db: str | None,
+    storage: str | None,
+    http_addr: str,
+    data_dir: Path | None,
+) -> None:
+    """Add a replica to an existing cluster that shares a PostgreSQL metadata store.
+
+    Checks the cluster (its store, the replica named, the software version), creates this
+    replica's id and configuration (<data-dir>/wharf.toml), and registers it.
+    """
+    from wharf.bootstrap import advertised_address
+    from wharf.cluster import REPLICA_ID_FILE, register, replica_id
+    from wharf.cluster import status as cluster_status
+    from wharf.metadata.store import MetadataStore
+
+    try:
+        settings = load_settings(
+            None, {"data_dir": data_dir, "db": db, "storage": storage, "http_addr": http_addr}
+        )
+    except ConfigError as e:
+        raise click.UsageError(str(e)) from None
+    if settings.db_url.startswith("sqlite"):
+        click.echo(
+            "wharf: refused: the cluster's metadata store is the embedded SQLite store, which "
+            "serves exactly one replica. Move it to PostgreSQL first (stop the registry, run "
+            "`wharf migrate-metadata --to postgresql://...`, start it with --db), then join "
+            "with --db pointing at that database.",
+            err=True,
+        )
+        sys.exit(EXIT_REFUSED)
+    if not storage:
+        raise click.UsageError(
+            "give --storage: the cluster's blob storage, which every replica shares"
+        )
+    existing = settings.data_dir / REPLICA_ID_FILE
+    if existing.exists():
+        click.echo(
+            f"wharf: refused: {settings.data_dir} already holds replica "
+            f"{existing.read_text().strip()}; give another --data-dir",
+            err=True,
+        )
+        sys.exit(EXIT_REFUSED)
+    store = MetadataStore(settings.db_url)
+    try:
+        try:
+            report = cluster_status(store, None)
+        except Exception as e:
+            click.echo(f"wharf: cannot read the cluster's metadata store: {e}", err=True)
+            sys.exit(EXIT_FAILURE)
+        if not report["database"].get("healthy"):
+            click.echo(
+                "wharf: refused: no Wharf cluster in that database "
+                f"({report['database'].get('error')})",
+                err=True,
+            )
+            sys.exit(EXIT_REFUSED)
+        replicas = {r["id"]: r for r in report["replicas"]}
+        peer = replicas.get(existing_replica_id)
+        if peer is None:
+            known = ", ".join(sorted(replicas)) or "none"
+            click.echo(
+                f"wharf: refused: the cluster has no replica {existing_replica_id!r} "
+                f"(its replicas: {known}; `wharf status` lists them)",
+                err=True,
+            )
+            sys.exit(EXIT_REFUSED)
+        from wharf import __version__
+
+        if peer["version"] != __version__:
+            click.echo(
+                f"wharf: refused: the cluster runs Wharf {peer['version']} and this is "
+                f"{__version__}. Join with the cluster's version, or upgrade the cluster first.",
+                err=True,
+            )
+            sys.exit(EXIT_REFUSED)
+        settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+        rid = replica_id(settings.data_dir)
+        register(store, rid, advertised_address(settings))
+    finally:
+        store.dispose()
+    config = settings.data_dir / "wharf.toml"
+    fd = os.open(config, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        f.write(
+            f"data_dir = {json.dumps(str(settings.data_dir.resolve()))}\n"
+            f"db = {json.dumps(db)}\n"
+            f"storage = {json.dumps(storage)}\n"
+            f"http_addr = {json.dumps(http_addr)}\n"
+        )
+    count = len(replicas) + 1
+    click.echo(f"joined the cluster as replica {rid} ({count} replicas)")
+    click.echo(f"start it with: wharf serve --config {config}")
+    if count % 2 == 0:
+        click.echo(
+            f"warning: {count} replicas; an odd number (3, 5 or 7) is recommended for "
+            "high availability",
+            err=True,
+        )
+
+
+COMMANDS = (user, org, team, repo, grant, token, ldap, migrate_metadata, status, join)
