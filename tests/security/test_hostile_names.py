@@ -52,8 +52,9 @@ ALLOWED_PATHS = [
     r"a/b/wharf-\d+\.log",
     r"a/b/data",
     r"a/b/data/wharf\.db(-wal|-shm|-journal)?",
+    r"a/b/data/replica-id",
     r"a/b/data/storage",
-    r"a/b/data/storage/(blobs|uploads)",
+    r"a/b/data/storage/(blobs|uploads|_health)",  # _health: the status probe's folder
     r"a/b/data/storage/blobs/sha256(/[0-9a-f]{2}(/[0-9a-f]{64}(/data)?)?)?",
     r"a/b/data/storage/uploads/[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}(/data)?",
 ]

@@ -41,14 +41,9 @@ def installation_options(func: Callable[..., Any]) -> Callable[..., Any]:
     )(func)
 
 
-@contextmanager
-def services_for(data_dir: Path | None, config_file: Path | None, db: str | None) -> Iterator[Any]:
-    from wharf.services import build_services
-
-    try:
-        settings = load_settings(config_file, {"data_dir": data_dir, "db": db})
-    except ConfigError as e:
-        raise click.UsageError(str(e)) from None
+def require_installation(settings: Any) -> None:
+    """Exit 1 with a message when the embedded store the settings name does not exist (a
+    command pointed at the wrong directory must not create an empty installation)."""
     embedded = settings.data_dir / "wharf.db"
     if settings.db_url == f"sqlite:///{embedded}" and not embedded.exists():
         click.echo(
@@ -57,6 +52,17 @@ def services_for(data_dir: Path | None, config_file: Path | None, db: str | None
             err=True,
         )
         sys.exit(EXIT_FAILURE)
+
+
+@contextmanager
+def services_for(data_dir: Path | None, config_file: Path | None, db: str | None) -> Iterator[Any]:
+    from wharf.services import build_services
+
+    try:
+        settings = load_settings(config_file, {"data_dir": data_dir, "db": db})
+    except ConfigError as e:
+        raise click.UsageError(str(e)) from None
+    require_installation(settings)
     services = build_services(settings)
     try:
         services.store.migrate()
@@ -373,10 +379,7 @@ def migrate_metadata(target_url: str, overwrite: bool, **where: Any) -> None:
         raise click.UsageError("--to names the store this installation already uses")
     if not target_url.startswith(("postgresql://", "postgres://", "postgresql+psycopg://")):
         raise click.UsageError("--to must be a postgresql:// URL")
-    embedded = settings.data_dir / "wharf.db"
-    if settings.db_url == f"sqlite:///{embedded}" and not embedded.exists():
-        click.echo(f"wharf: no installation in {settings.data_dir}", err=True)
-        sys.exit(EXIT_FAILURE)
+    require_installation(settings)
     source, target = MetadataStore(settings.db_url), MetadataStore(target_url)
     try:
         report = transfer(source, target, overwrite=overwrite)
@@ -419,10 +422,7 @@ def status(as_json: bool, **where: Any) -> None:
         settings = load_settings(where.pop("config_file"), where)
     except ConfigError as e:
         raise click.UsageError(str(e)) from None
-    embedded = settings.data_dir / "wharf.db"
-    if settings.db_url == f"sqlite:///{embedded}" and not embedded.exists():
-        click.echo(f"wharf: no installation in {settings.data_dir}", err=True)
-        sys.exit(EXIT_FAILURE)
+    require_installation(settings)
     store = MetadataStore(settings.db_url)
     try:
         report = cluster_status(store, open_storage(settings.storage_url))

@@ -16,7 +16,7 @@ from wharf.management import validation as check
 from wharf.management.accounts import account_json, iso, require_user, team_json
 from wharf.management.errors import Conflict, Invalid, NoSuch, NotAuthenticated, NotAuthorized
 from wharf.metadata.identity import IdentityStore
-from wharf.metadata.models import Account
+from wharf.metadata.models import Account, Repository
 from wharf.metadata.store import AlreadyExists, MetadataStore
 from wharf.settings import Policy
 
@@ -71,7 +71,11 @@ class RepositoryService:
         read it is told it does not exist."""
         self._anonymous_allowed(actor)
         details = self.identities.repository_details(full_name)
-        repo = self.store.get_repository(full_name)
+        repo = None
+        if details is not None:
+            repo = Repository(
+                details["id"], details["name"], details["visibility"], details["namespace"]
+            )
         level = self.access.level(actor, full_name, repo)
         if details is None or level < READ:
             raise NoSuch(f"no repository {full_name!r}", "NO_SUCH_REPOSITORY")
