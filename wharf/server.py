@@ -73,6 +73,7 @@ def run_worker(settings: Settings, listeners: list[Listener], supervised: bool =
         level=settings.log_level.upper(), format="%(levelname)s %(name)s %(message)s"
     )
     services = build_services(settings)
+    services.policy.refresh()  # before serving: the epoch task keeps it fresh from then on
     app = create_app(settings, services)
     rid = replica_id(settings.data_dir)
     servers = []
@@ -95,9 +96,13 @@ def run_worker(settings: Settings, listeners: list[Listener], supervised: bool =
         tasks = [asyncio.create_task(server.serve(sockets=[sock])) for server, sock in servers]
         if supervised:
             tasks.append(asyncio.create_task(_parent_gone(os.getppid())))
-        heartbeat = asyncio.create_task(heartbeat_forever(services.store, rid))
+        background = [
+            asyncio.create_task(heartbeat_forever(services.store, rid)),
+            asyncio.create_task(services.policy.refresh_forever()),
+        ]
         await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
-        heartbeat.cancel()
+        for task in background:
+            task.cancel()
         # One server saw the shutdown signal (only the last one installed holds the handler).
         for server, _ in servers:
             server.should_exit = True

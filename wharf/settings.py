@@ -7,6 +7,8 @@ the registry's behaviour.
 
 from __future__ import annotations
 
+import asyncio
+import logging
 import threading
 import time
 from dataclasses import dataclass, fields
@@ -15,6 +17,8 @@ from typing import Any
 from wharf.metadata.identity import IdentityStore
 
 SETTINGS_KEY = "system"
+
+log = logging.getLogger("wharf.settings")
 
 
 @dataclass(frozen=True)
@@ -68,8 +72,33 @@ class Policy:
         self._epoch = ""
         self._checked = 0.0
         self._settings: SystemSettings | None = None
+        # In a server worker a background task keeps the epoch fresh (`refresh_forever`), so
+        # that `epoch()` never waits for the database on the event loop.
+        self.background = False
+
+    def refresh(self) -> None:
+        """Re-read the epoch (and the settings if it moved). Blocking."""
+        epoch = self.identities.epoch()
+        with self._lock:
+            if epoch != self._epoch:
+                self._epoch = epoch
+                self._settings = None
+            self._checked = time.monotonic()
+        if self._settings is None:
+            self.settings()
+
+    async def refresh_forever(self) -> None:
+        self.background = True
+        while True:
+            await asyncio.sleep(self.POLL_SECONDS)
+            try:
+                await asyncio.to_thread(self.refresh)
+            except Exception:
+                log.exception("could not read the access epoch")
 
     def epoch(self) -> str:
+        if self.background:
+            return self._epoch
         now = time.monotonic()
         if now - self._checked >= self.POLL_SECONDS:
             with self._lock:
@@ -82,9 +111,13 @@ class Policy:
         return self._epoch
 
     def changed(self) -> None:
-        """This process changed access control: re-read on the next call."""
-        self._checked = 0.0
+        """This process changed access control: take it into account at once. (Called from
+        worker threads and the CLI, never on the event loop.)"""
         self._settings = None
+        if self.background:
+            self.refresh()
+        else:
+            self._checked = 0.0
 
     def settings(self) -> SystemSettings:
         self.epoch()
