@@ -9,7 +9,6 @@ from __future__ import annotations
 
 import base64
 import gzip
-import hashlib
 import io
 import json
 import os
@@ -25,14 +24,10 @@ import httpx
 import oras.client
 import pytest
 
-OCI_MANIFEST = "application/vnd.oci.image.manifest.v1+json"
-OCI_CONFIG = "application/vnd.oci.image.config.v1+json"
-OCI_LAYER_GZIP = "application/vnd.oci.image.layer.v1.tar+gzip"
+from tests.api.helpers import OCI_CONFIG, OCI_MANIFEST, sha256
+from tests.api.helpers import OCI_LAYER as OCI_LAYER_GZIP
+
 REF_NAME = "org.opencontainers.image.ref.name"
-
-
-def sha256(data: bytes) -> str:
-    return "sha256:" + hashlib.sha256(data).hexdigest()
 
 
 # -- accounts -------------------------------------------------------------------------------
