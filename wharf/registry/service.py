@@ -115,6 +115,7 @@ class RegistryService:
         self.store = store
         self.storage = storage
         self._hashes = _HashStates()
+        self.redirects = bool(getattr(storage, "redirect", False))
 
     async def _read(self, func: Callable[..., T], *args: Any) -> T:
         """A short metadata read: inline when the store says it is fast, else in a thread."""
@@ -147,6 +148,10 @@ class RegistryService:
 
     def open_blob(self, blob: BlobInfo, offset: int = 0) -> BinaryIO:
         return self.storage.open_read(blob.path, offset)
+
+    def blob_redirect(self, blob: BlobInfo) -> str | None:
+        """A pre-signed object-store URL for this blob when redirects are configured."""
+        return self.storage.redirect_url(blob.path)
 
     async def delete_blob(self, repository: str, digest: Digest) -> None:
         if not await run(self.store.unlink_blob, repository, str(digest)):
@@ -263,6 +268,7 @@ class RegistryService:
             if hasher is not None:
                 hasher.update(data)
 
+        failed = True
         try:
             async for chunk in body:
                 if not chunk:
@@ -286,10 +292,12 @@ class RegistryService:
             if batch:
                 await run(flush, b"".join(batch))
                 received += batched
+            failed = False
         finally:
             if in_flight is not None:
                 await asyncio.gather(in_flight, return_exceptions=True)
-            await run(writer.close)
+            # A body cut short is never counted; object stores drop what they staged for it.
+            await run(writer.abort if failed else writer.close)
         if hasher is not None:
             self._hashes.put(upload_id, offset + received, hasher)
         return received

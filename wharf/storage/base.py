@@ -17,7 +17,12 @@ class BlobWriter(Protocol):
         """Make everything written durable (fsync) and close."""
 
     def close(self) -> None:
-        """Close without the durability guarantee (the data may still be read back)."""
+        """Close; what was written may be read back (durability is only promised by commit)."""
+
+    def abort(self) -> None:
+        """Give up: what this writer wrote may or may not be kept. Drivers that stage data
+        (object stores) drop it; the caller has not counted these bytes, so the next writer at
+        the same offset replaces them either way."""
 
 
 class StorageDriver(Protocol):
@@ -38,3 +43,10 @@ class StorageDriver(Protocol):
 
     def local_path(self, path: str) -> str | None:
         """A filesystem path for zero-copy reads, when the driver has one."""
+
+    def redirect_url(self, path: str) -> str | None:
+        """A short-lived URL from which a client may GET the object directly, when the driver
+        is configured to redirect pulls (off by default); None to serve it through Wharf."""
+
+    def describe(self) -> str:
+        """The storage's URL for people to read: no secrets."""

@@ -45,6 +45,9 @@ class _FileWriter:
     def close(self) -> None:
         self._file.close()
 
+    def abort(self) -> None:
+        self._file.close()  # the bytes stay; the next writer at this offset truncates them
+
 
 class FilesystemDriver:
     def __init__(self, root: str | os.PathLike[str]) -> None:
@@ -89,6 +92,12 @@ class FilesystemDriver:
 
     def local_path(self, path: str) -> str | None:
         return str(self._full(path))
+
+    def redirect_url(self, path: str) -> str | None:
+        return None
+
+    def describe(self) -> str:
+        return f"file://{self.root}"
 
 
 def _fsync_dir(path: Path) -> None:

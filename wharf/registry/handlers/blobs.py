@@ -38,6 +38,12 @@ async def get(ctx: Context) -> BlobResponse:
         status = 206
         headers["Content-Range"] = f"bytes {start}-{end}/{blob.size}"
     head = ctx.request.method == "HEAD"
+    if not head and ctx.registry.redirects:
+        # Pulls may go straight to the object store (off by default): the client follows a
+        # short-lived pre-signed URL, with its Range header, and the bytes bypass the replica.
+        location = await run(ctx.registry.blob_redirect, blob)
+        if location:
+            return empty(307, {"Location": location, "Docker-Content-Digest": str(digest)})
     return BlobResponse(ctx.registry, blob, start, end, status, headers, head)
 
 
