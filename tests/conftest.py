@@ -20,6 +20,7 @@ import httpx
 import pytest
 
 from tests import metadata_db
+from tests.storage_servers import azure_server, gcs_server, s3_server  # noqa: F401
 
 ADMIN_USER = "admin"
 
