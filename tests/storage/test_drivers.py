@@ -96,7 +96,7 @@ def test_chunked_upload_from_many_writers_then_move(driver):
     data = os.urandom(19 << 20)
     sizes = [1 << 20, 300_000, 6 << 20, 2 << 20, 9 << 20]
     offset = 0
-    for size in sizes + [len(data) - sum(sizes)]:
+    for size in [*sizes, len(data) - sum(sizes)]:
         _put(driver, "uploads/u1/data", data[offset : offset + size], offset)
         offset += size
         assert driver.stat("uploads/u1/data") == offset
