@@ -10,8 +10,11 @@ from pathlib import Path
 from wharf.auth.passwords import hash_password
 from wharf.cluster import register, replica_id
 from wharf.config import Settings
+from wharf.metadata.identity import IdentityStore
 from wharf.metadata.store import MetadataStore
+from wharf.storage.config import StorageMismatch, resolve_storage_url
 
+EXIT_REFUSED = 3
 ADMIN_USERNAME = "admin"
 ADMIN_PASSWORD_FILE = "admin-password"  # noqa: S105 - a file name
 
@@ -25,6 +28,11 @@ def prepare(settings: Settings) -> None:
         if store.embedded:  # this replica is the only one, and it is not running yet
             store.clear_upload_leases()
         ensure_admin(store, settings.data_dir)
+        try:
+            resolve_storage_url(settings, IdentityStore(store), record=True)
+        except StorageMismatch as e:
+            print(f"wharf: refused: {e}", file=sys.stderr)
+            sys.exit(EXIT_REFUSED)
         register(store, replica_id(settings.data_dir), advertised_address(settings))
     finally:
         store.dispose()

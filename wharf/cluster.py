@@ -65,6 +65,12 @@ def register(store: MetadataStore, rid: str, address: str) -> None:
         )
 
 
+def registered_replicas(store: MetadataStore) -> list[str]:
+    """Ids of every replica the cluster knows, healthy or not."""
+    with store.engine.connect() as conn:
+        return list(conn.execute(select(t.replicas.c.id).order_by(t.replicas.c.id)).scalars())
+
+
 def beat(store: MetadataStore, rid: str) -> None:
     with store._write(durable=False) as conn:
         conn.execute(
@@ -120,7 +126,7 @@ def status(store: MetadataStore, storage: StorageDriver | None) -> dict[str, Any
             }
         )
     if storage is not None:
-        report["storage"] = _storage_status(storage)
+        report["storage"] = storage_probe(storage)
     report["healthy"] = (
         report["database"].get("healthy", False)
         and report["storage"].get("healthy", True)
@@ -129,7 +135,7 @@ def status(store: MetadataStore, storage: StorageDriver | None) -> dict[str, Any
     return report
 
 
-def _storage_status(storage: StorageDriver) -> dict[str, Any]:
+def storage_probe(storage: StorageDriver) -> dict[str, Any]:
     """Write, read back and delete a small probe object."""
     probe = f"_health/{secrets.token_hex(8)}"
     payload = secrets.token_bytes(16)
@@ -142,10 +148,11 @@ def _storage_status(storage: StorageDriver) -> dict[str, Any]:
             ok = f.read() == payload
         storage.delete(probe)
     except Exception as e:
-        return {"healthy": False, "error": str(e).splitlines()[0]}
+        return {"healthy": False, "url": storage.describe(), "error": str(e).splitlines()[0]}
     return {
         "healthy": ok,
         "driver": type(storage).__name__,
+        "url": storage.describe(),
         "latencyMs": round((time.monotonic() - started) * 1000, 1),
     }
 

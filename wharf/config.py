@@ -125,3 +125,32 @@ def _is_loopback(host: str) -> bool:
         return ipaddress.ip_address(host).is_loopback
     except ValueError:
         return False
+
+
+def write_replica_config(data_dir: Path, values: Mapping[str, Any]) -> Path:
+    """Write (atomically, mode 0600) the replica's own configuration, <data-dir>/wharf.toml,
+    which `wharf serve --config` reads. Values that are None are left out."""
+    import json
+
+    path = data_dir / "wharf.toml"
+    tmp = data_dir / "wharf.toml.tmp"
+    fd = os.open(tmp, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    with os.fdopen(fd, "w") as f:
+        for name, value in values.items():
+            if value is not None:
+                # JSON strings are valid TOML basic strings.
+                f.write(
+                    f"{name} = {json.dumps(value if isinstance(value, bool) else str(value))}\n"
+                )
+        f.flush()
+        os.fsync(f.fileno())
+    os.replace(tmp, path)
+    return path
+
+
+def read_replica_config(data_dir: Path) -> dict[str, Any]:
+    path = data_dir / "wharf.toml"
+    try:
+        return tomllib.loads(path.read_text())
+    except FileNotFoundError:
+        return {}

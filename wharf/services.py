@@ -21,6 +21,7 @@ from wharf.metadata.store import MetadataStore
 from wharf.registry.service import RegistryService
 from wharf.settings import Policy
 from wharf.storage import StorageDriver, open_storage
+from wharf.storage.config import load_credentials, resolve_storage_url
 
 
 @dataclass
@@ -44,8 +45,9 @@ class Services:
 
 def build_services(settings: Settings) -> Services:
     store = MetadataStore(settings.db_url)
-    storage = open_storage(settings.storage_url)
     identities = IdentityStore(store)
+    load_credentials(settings.data_dir)
+    storage = open_storage(resolve_storage_url(settings, identities))
     policy = Policy(identities)
     tokens = TokenService(identities)
     audit = Audit(identities)

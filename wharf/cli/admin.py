@@ -18,7 +18,7 @@ from typing import Any
 import click
 
 from wharf.auth.identity import Identity
-from wharf.config import ConfigError, load_settings
+from wharf.config import ConfigError, load_settings, write_replica_config
 from wharf.management.errors import NotAuthorized, ServiceError
 
 CLI_ACTOR = Identity("wharf-cli", is_admin=True, user_id=None, method="cli")
@@ -415,8 +415,10 @@ def status(as_json: bool, **where: Any) -> None:
     """Replicas (ids, versions, health), the metadata store and the blob storage.
     Exits 1 when something is unhealthy."""
     from wharf.cluster import status as cluster_status
+    from wharf.metadata.identity import IdentityStore
     from wharf.metadata.store import MetadataStore
     from wharf.storage import open_storage
+    from wharf.storage.config import StorageMismatch, load_credentials, resolve_storage_url
 
     try:
         settings = load_settings(where.pop("config_file"), where)
@@ -425,7 +427,15 @@ def status(as_json: bool, **where: Any) -> None:
     require_installation(settings)
     store = MetadataStore(settings.db_url)
     try:
-        report = cluster_status(store, open_storage(settings.storage_url))
+        load_credentials(settings.data_dir)
+        try:
+            url = resolve_storage_url(settings, IdentityStore(store))
+        except StorageMismatch as e:
+            click.echo(f"wharf: {e}", err=True)
+            sys.exit(EXIT_FAILURE)
+        except Exception:
+            url = settings.storage_url  # the store itself is down: status reports that
+        report = cluster_status(store, open_storage(url))
     finally:
         store.dispose()
     if as_json:
@@ -437,7 +447,7 @@ def status(as_json: bool, **where: Any) -> None:
         click.echo(f"metadata store  {kind}, schema {db.get('schemaRevision')}: {state}")
         st = report["storage"]
         state = "healthy" if st.get("healthy") else f"UNHEALTHY: {st.get('error')}"
-        click.echo(f"blob storage    {st.get('driver', '?')}: {state}")
+        click.echo(f"blob storage    {st.get('url', '?')}: {state}")
         click.echo(f"replicas        {len(report['replicas'])}")
         for r in report["replicas"]:
             health = "healthy" if r["healthy"] else "UNHEALTHY"
@@ -541,15 +551,15 @@ def join(
         register(store, rid, advertised_address(settings))
     finally:
         store.dispose()
-    config = settings.data_dir / "wharf.toml"
-    fd = os.open(config, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-    with os.fdopen(fd, "w") as f:
-        f.write(
-            f"data_dir = {json.dumps(str(settings.data_dir.resolve()))}\n"
-            f"db = {json.dumps(db)}\n"
-            f"storage = {json.dumps(storage)}\n"
-            f"http_addr = {json.dumps(http_addr)}\n"
-        )
+    config = write_replica_config(
+        settings.data_dir,
+        {
+            "data_dir": settings.data_dir.resolve(),
+            "db": db,
+            "storage": storage,
+            "http_addr": http_addr,
+        },
+    )
     count = len(replicas) + 1
     click.echo(f"joined the cluster as replica {rid} ({count} replicas)")
     click.echo(f"start it with: wharf serve --config {config}")

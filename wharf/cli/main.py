@@ -80,6 +80,8 @@ def _in_child(func: Any, *args: Any) -> None:
     proc = multiprocessing.get_context("fork").Process(target=func, args=args)
     proc.start()
     proc.join()
+    if proc.exitcode == 3:  # refused by a rule; the child said why
+        sys.exit(3)
     if proc.exitcode != 0:
         click.echo("wharf: could not prepare the data directory (see above)", err=True)
         sys.exit(EXIT_FAILURE)
@@ -92,9 +94,9 @@ def _prepare(settings: Any) -> None:
 
 
 def _register_admin_commands() -> None:
-    from wharf.cli.admin import COMMANDS
+    from wharf.cli import admin, cluster
 
-    for command in COMMANDS:
+    for command in admin.COMMANDS + cluster.COMMANDS:
         main.add_command(command)
 
 
