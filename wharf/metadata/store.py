@@ -30,6 +30,7 @@ from sqlalchemy import (
     event,
     func,
     select,
+    text,
     update,
 )
 from sqlalchemy.dialects import postgresql, sqlite
@@ -39,6 +40,7 @@ from wharf.metadata import schema as t
 from wharf.metadata.models import Manifest, Referrer, Repository, Upload, User
 
 MIGRATIONS = Path(__file__).parent / "migrations"
+MIGRATION_LOCK = 0x57484152_0001  # PostgreSQL advisory lock key: "WHAR", 1
 
 
 def utcnow() -> datetime:
@@ -210,9 +212,32 @@ class MetadataStore:
             if self._dialect == "sqlite":
                 # WAL mode persists in the file; set it once outside any transaction.
                 conn.exec_driver_sql("PRAGMA journal_mode=WAL")
-            cfg.attributes["connection"] = conn
-            command.upgrade(cfg, "head")
-            conn.commit()
+            else:
+                # Replicas starting together would race through the same migrations: the
+                # first takes the cluster-wide lock, the others wait and then find nothing
+                # left to do. A session lock, released below or when the connection drops.
+                conn.execute(text("SELECT pg_advisory_lock(:key)"), {"key": MIGRATION_LOCK})
+                conn.commit()
+            try:
+                cfg.attributes["connection"] = conn
+                command.upgrade(cfg, "head")
+                conn.commit()
+            finally:
+                if self._dialect != "sqlite":
+                    conn.rollback()
+                    conn.execute(text("SELECT pg_advisory_unlock(:key)"), {"key": MIGRATION_LOCK})
+                    conn.commit()
+
+    def lock_repository(self, conn: Connection, repository_id: int) -> None:
+        """Serialise writers of one repository's tags and manifests across replicas for the
+        rest of this transaction: a row lock on PostgreSQL. SQLite transactions that write
+        are already serialised (one writer at a time)."""
+        if self._dialect == "postgresql":
+            conn.execute(
+                select(t.repositories.c.id)
+                .where(t.repositories.c.id == repository_id)
+                .with_for_update()
+            )
 
     @contextmanager
     def _read(self) -> Iterator[Connection]:
@@ -532,6 +557,7 @@ class MetadataStore:
         Returns the digest the repository knows it by: the one it was first pushed under."""
         now = utcnow()
         with self._write() as conn:
+            self.lock_repository(conn, repository_id)
             # Concurrent pushes of one manifest: exactly one insert wins, the others find it.
             manifest_id = conn.execute(
                 self._insert(t.manifests)
@@ -590,6 +616,12 @@ class MetadataStore:
         if manifest is None:
             return False
         with self._write() as conn:
+            owner = conn.execute(
+                select(t.manifests.c.repository_id).where(t.manifests.c.id == manifest.id)
+            ).scalar()
+            if owner is None:
+                return False
+            self.lock_repository(conn, owner)
             conn.execute(delete(t.tags).where(t.tags.c.manifest_id == manifest.id))
             conn.execute(
                 delete(t.manifest_references).where(
@@ -604,6 +636,7 @@ class MetadataStore:
         if repo is None:
             return False
         with self._write() as conn:
+            self.lock_repository(conn, repo.id)
             result = conn.execute(
                 delete(t.tags).where(t.tags.c.repository_id == repo.id, t.tags.c.name == tag)
             )
@@ -640,6 +673,14 @@ class MetadataStore:
         )
         with self._read() as conn:
             return [Referrer(*row) for row in conn.execute(q)]
+
+    def sample_blobs(self, limit: int) -> list[tuple[str, int]]:
+        """Up to `limit` stored blobs (digest, size), chosen at random."""
+        with self._read() as conn:
+            rows = conn.execute(
+                select(t.blobs.c.digest, t.blobs.c.size).order_by(func.random()).limit(limit)
+            ).all()
+        return [(row.digest, row.size) for row in rows]
 
     def count(self, table_name: str) -> int:
         with self._read() as conn:
