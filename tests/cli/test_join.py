@@ -44,16 +44,18 @@ def test_a_replica_joins_and_serves(tmp_path, first):
 
     r = wharf("join", "--existing-replica-id", "ffffffffffff", "--storage", storage, *common)
     assert r.returncode == 3 and peer in r.stderr, r.stderr
-    r = wharf("join", "--existing-replica-id", peer, *common)
-    assert r.returncode == 2 and "--storage" in r.stderr
+    other = "file:///somewhere/else"
+    r = wharf("join", "--existing-replica-id", peer, "--storage", other, *common)
+    assert r.returncode == 3 and storage in r.stderr, r.stderr  # not the cluster's storage
 
-    r = wharf("join", "--existing-replica-id", peer, "--storage", storage, *common)
+    r = wharf("join", "--existing-replica-id", peer, *common)  # takes the cluster's storage
     assert r.returncode == 0, r.stderr
     new_id = (second_dir / "replica-id").read_text().strip()
     assert new_id in r.stdout and new_id != peer
     assert "odd number" in r.stderr  # two replicas
     config = second_dir / "wharf.toml"
     assert oct(config.stat().st_mode & 0o777) == "0o600"
+    assert f'storage = "{storage}"' in config.read_text()
     # Joining twice into one data directory is refused.
     again = wharf("join", "--existing-replica-id", peer, "--storage", storage, *common)
     assert again.returncode == 3 and new_id in again.stderr
@@ -75,3 +77,22 @@ def test_a_replica_joins_and_serves(tmp_path, first):
             assert c.get("/v2/").status_code == 200  # the cluster's admin, from the shared store
     finally:
         second.stop()
+
+
+def test_join_refuses_a_cluster_on_replica_local_storage(tmp_path):
+    server = start_server(tmp_path, db_url=metadata_db.new_database())  # default storage
+    try:
+        peer = (server.data_dir / "replica-id").read_text().strip()
+        r = wharf(
+            "join",
+            "--existing-replica-id",
+            peer,
+            "--db",
+            server.db_url,
+            "--data-dir",
+            str(tmp_path / "second"),
+        )
+        assert r.returncode == 3, r.stderr
+        assert "shared storage" in r.stderr and "wharf reconfigure --storage" in r.stderr
+    finally:
+        server.stop()

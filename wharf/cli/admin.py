@@ -461,7 +461,7 @@ def status(as_json: bool, **where: Any) -> None:
 @click.command("join")
 @click.option("--existing-replica-id", required=True, help="Id of a replica of the cluster.")
 @click.option("--db", help="The cluster's metadata store, postgresql://user@host/db.")
-@click.option("--storage", help="The cluster's blob storage (shared by every replica).")
+@click.option("--storage", help="The cluster's blob storage (default: the one it records).")
 @click.option("--http-addr", default="127.0.0.1:5000", show_default=True)
 @click.option(
     "--data-dir",
@@ -501,10 +501,6 @@ def join(
             err=True,
         )
         sys.exit(EXIT_REFUSED)
-    if not storage:
-        raise click.UsageError(
-            "give --storage: the cluster's blob storage, which every replica shares"
-        )
     existing = settings.data_dir / REPLICA_ID_FILE
     if existing.exists():
         click.echo(
@@ -538,6 +534,27 @@ def join(
             )
             sys.exit(EXIT_REFUSED)
         from wharf import __version__
+        from wharf.metadata.identity import IdentityStore
+        from wharf.storage.config import STORAGE_SETTING
+
+        recorded = IdentityStore(store).get_setting(STORAGE_SETTING)
+        if recorded == "":
+            click.echo(
+                "wharf: refused: the cluster keeps its blobs in its replica's own data "
+                "directory, which no other replica can reach. Move them to shared storage "
+                "first (`wharf reconfigure --storage s3://...|gs://...|az://...|file:///nfs/...` "
+                "with --storage-migrated once copied), then join.",
+                err=True,
+            )
+            sys.exit(EXIT_REFUSED)
+        if storage and recorded and storage != recorded:
+            click.echo(
+                f"wharf: refused: the cluster's blob storage is {recorded}, not {storage}; "
+                "every replica must use the same storage (leave out --storage to take it)",
+                err=True,
+            )
+            sys.exit(EXIT_REFUSED)
+        storage = storage or recorded
 
         if peer["version"] != __version__:
             click.echo(
