@@ -12,6 +12,8 @@ import pytest
 from tests import metadata_db
 from tests.conftest import WharfServer, free_port, start_server
 
+pytestmark = pytest.mark.postgresql_cluster
+
 
 def wharf(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(

@@ -202,6 +202,7 @@ def test_redirected_pulls_go_to_the_object_store(tmp_path, s3_server):
             os.environ.pop(name, None)
 
 
+@pytest.mark.postgresql_cluster
 def test_install_a_postgresql_and_s3_cluster(tmp_path, s3_server):
     db = metadata_db.new_database()
     storage = s3_server.url("cluster")

@@ -18,6 +18,8 @@ from tests import metadata_db
 from tests.api.helpers import OCI_MANIFEST, push_image
 from tests.conftest import WharfServer, free_port
 
+pytestmark = pytest.mark.postgresql_cluster
+
 MiB = 1 << 20
 
 

@@ -138,6 +138,9 @@ class AzureBucket:
             with contextlib.suppress(ResourceNotFoundError):
                 self._blob(key).delete_blob()
 
+    def abort_incomplete(self, prefix: str) -> None:
+        pass  # uncommitted blocks are discarded by the next commit, or after a week
+
     def presign(self, key: str, expires: int) -> str:
         from azure.storage.blob import BlobSasPermissions, generate_blob_sas
 

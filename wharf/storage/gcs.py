@@ -106,6 +106,9 @@ class GCSBucket:
             with contextlib.suppress(NotFound):
                 self.bucket.delete_blob(key)
 
+    def abort_incomplete(self, prefix: str) -> None:
+        pass  # resumable sessions that are never finished expire by themselves
+
     def presign(self, key: str, expires: int) -> str:
         return str(
             self.bucket.blob(key).generate_signed_url(

@@ -68,6 +68,10 @@ class Bucket(Protocol):
 
     def presign(self, key: str, expires: int) -> str: ...
 
+    def abort_incomplete(self, prefix: str) -> None:
+        """Drop unfinished multipart uploads under prefix (a no-op where the cloud expires
+        them by itself: GCS resumable sessions, Azure uncommitted blocks)."""
+
 
 @dataclass(frozen=True)
 class Segment:
@@ -180,6 +184,8 @@ class ObjectStoreDriver:
         keys += [name for name, _ in self.bucket.list(key + "/")]
         keys += [name for name, _ in self.bucket.list(key + SEGMENTS)]
         self.bucket.delete(keys)
+        self.bucket.abort_incomplete(key + "/")
+        self.bucket.abort_incomplete(key + SEGMENTS)
 
     def local_path(self, path: str) -> str | None:
         return None
@@ -214,8 +220,11 @@ class _SegmentWriter:
         for seg in chain:
             if seg.offset < offset < seg.end:  # cut short: keep its head
                 self.start, self.carry = seg.offset, seg
-        # Everything from `offset` on was never acknowledged: drop it now.
+        # Everything from `offset` on was never acknowledged: drop it now, with whatever a
+        # writer that died (a killed replica) left half-uploaded. This writer holds the
+        # upload's lease, so no live writer is using them.
         self.bucket.delete([s.key for s in segments if s.offset >= offset])
+        self.bucket.abort_incomplete(key + SEGMENTS)
         kept = [s for s in chain if s.end <= offset]
         self.last = kept[-1] if kept and kept[-1].size else None
         self.existing = bool(kept) or self.carry is not None

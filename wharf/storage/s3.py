@@ -148,6 +148,16 @@ class S3Bucket:
                 first = errors[0]
                 raise OSError(f"S3 delete of {first.get('Key')} failed: {first.get('Message')}")
 
+    def abort_incomplete(self, prefix: str) -> None:
+        """Abort multipart uploads left under prefix by writers that died (a killed replica):
+        S3 keeps, and bills, their parts until they are aborted."""
+        paginator = self.client.get_paginator("list_multipart_uploads")
+        for page in paginator.paginate(Bucket=self.bucket, Prefix=prefix):
+            for upload in page.get("Uploads", []):
+                self.client.abort_multipart_upload(
+                    Bucket=self.bucket, Key=upload["Key"], UploadId=upload["UploadId"]
+                )
+
     def presign(self, key: str, expires: int) -> str:
         return str(
             self.client.generate_presigned_url(
