@@ -67,6 +67,7 @@ def run_worker(settings: Settings, listeners: list[Listener], supervised: bool =
 
     from wharf.app import create_app
     from wharf.cluster import heartbeat_forever, replica_id
+    from wharf.jobs.runner import JobWorker
     from wharf.services import build_services
 
     logging.basicConfig(
@@ -99,6 +100,7 @@ def run_worker(settings: Settings, listeners: list[Listener], supervised: bool =
         background = [
             asyncio.create_task(heartbeat_forever(services.store, rid)),
             asyncio.create_task(services.policy.refresh_forever()),
+            asyncio.create_task(JobWorker(services, rid).run_forever()),
         ]
         await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         for task in background:

@@ -32,6 +32,10 @@ class SystemSettings:
     # Failed logins per (user, client address) within failedLoginWindowSeconds before refusal.
     failedLoginLimit: int = 10
     failedLoginWindowSeconds: int = 300
+    # Job history kept: finished jobs older than this many days, or beyond this many, are
+    # deleted by the daily `jobhistorycleanup` job.
+    jobHistoryMaxAgeDays: int = 30
+    jobHistoryMaxCount: int = 10000
 
     def to_dict(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self)}

@@ -32,6 +32,8 @@ DEFAULTS = {
     "tokenLifetimeSeconds": 300,
     "failedLoginLimit": 10,
     "failedLoginWindowSeconds": 300,
+    "jobHistoryMaxAgeDays": 30,
+    "jobHistoryMaxCount": 10000,
 }
 
 

@@ -82,6 +82,8 @@ class SettingsChanges(Body):
     tokenLifetimeSeconds: int | None = Field(None, ge=30, le=3600)
     failedLoginLimit: int | None = Field(None, ge=1, le=10_000)
     failedLoginWindowSeconds: int | None = Field(None, ge=1, le=86_400)
+    jobHistoryMaxAgeDays: int | None = Field(None, ge=1, le=3650)
+    jobHistoryMaxCount: int | None = Field(None, ge=1, le=10_000_000)
 
 
 class LdapSettings(Body):

@@ -156,6 +156,8 @@ blobs = Table(
     Column("digest", DIGEST, primary_key=True),
     Column("size", BigInteger, nullable=False),
     Column("created_at", DateTime(timezone=True), nullable=False),
+    # Last pushed or mounted: garbage collection spares blobs touched after it started.
+    Column("touched_at", DateTime(timezone=True)),
 )
 
 # A blob is visible in a repository only through a link (pushed there or mounted).
@@ -262,6 +264,67 @@ replicas = Table(
     Column("hostname", String(255), nullable=False),
     Column("address", String(255), nullable=False),
     Column("version", String(32), nullable=False),
+    Column("started_at", DateTime(timezone=True), nullable=False),
+    Column("heartbeat_at", DateTime(timezone=True), nullable=False),
+)
+
+# -- jobs ------------------------------------------------------------------------------------
+
+# Background work (garbage collection, LDAP sync, history clean-up), claimed by the job
+# workers of any replica. `state`: waiting, running, done, errored, canceled.
+jobs = Table(
+    "jobs",
+    metadata,
+    Column("id", String(36), primary_key=True),
+    Column("action", String(64), nullable=False),
+    Column("parameters", Text, nullable=False),  # JSON object
+    Column("state", String(16), nullable=False),
+    Column("worker_id", String(64)),
+    Column("retries_left", Integer, nullable=False),
+    Column("scheduled_at", DateTime(timezone=True), nullable=False),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("started_at", DateTime(timezone=True)),
+    Column("ended_at", DateTime(timezone=True)),
+    Column("heartbeat_at", DateTime(timezone=True)),
+    Column("cancel_requested", Boolean, nullable=False, default=False),
+    Column("cron", String(64)),  # the cron that scheduled it, if any
+    Column("created_by", String(255)),
+    Column("log_lines", Integer, nullable=False, default=0),
+)
+Index("ix_jobs_state_scheduled", jobs.c.state, jobs.c.scheduled_at)
+Index("ix_jobs_created", jobs.c.created_at)
+
+job_logs = Table(
+    "job_logs",
+    metadata,
+    Column("job_id", String(36), ForeignKey("jobs.id", ondelete="CASCADE"), primary_key=True),
+    Column("line", Integer, primary_key=True),
+    Column("at", DateTime(timezone=True), nullable=False),
+    Column("text", Text, nullable=False),
+)
+
+# One schedule per action (DTR's model): a cron expression in UTC.
+crons = Table(
+    "crons",
+    metadata,
+    Column("action", String(64), primary_key=True),
+    Column("schedule", String(128), nullable=False),
+    Column("parameters", Text, nullable=False),  # JSON object
+    Column("retries", Integer, nullable=False),
+    Column("next_run", DateTime(timezone=True), nullable=False),
+    Column("last_job_id", String(36)),
+    Column("created_at", DateTime(timezone=True), nullable=False),
+    Column("updated_at", DateTime(timezone=True), nullable=False),
+)
+
+# Job workers (one per serving process of every replica), with their heartbeat.
+job_workers = Table(
+    "job_workers",
+    metadata,
+    Column("id", String(64), primary_key=True),
+    Column("replica_id", String(12), nullable=False),
+    Column("hostname", String(255), nullable=False),
+    Column("pid", Integer, nullable=False),
     Column("started_at", DateTime(timezone=True), nullable=False),
     Column("heartbeat_at", DateTime(timezone=True), nullable=False),
 )

@@ -29,6 +29,7 @@ from sqlalchemy import (
     delete,
     event,
     func,
+    or_,
     select,
     text,
     update,
@@ -396,16 +397,44 @@ class MetadataStore:
 
     def _link_blob(self, conn: Connection, repository_id: int, digest: str, size: int) -> None:
         now = utcnow()
-        conn.execute(
-            self._insert(t.blobs)
-            .values(digest=digest, size=size, created_at=now)
-            .on_conflict_do_nothing()
-        )
+        self._touch_blob(conn, digest, size)
         conn.execute(
             self._insert(t.repository_blobs)
             .values(repository_id=repository_id, digest=digest, created_at=now)
             .on_conflict_do_nothing()
         )
+
+    def _touch_blob(self, conn: Connection, digest: str, size: int) -> None:
+        now = utcnow()
+        conn.execute(
+            self._insert(t.blobs)
+            .values(digest=digest, size=size, created_at=now, touched_at=now)
+            .on_conflict_do_update(index_elements=[t.blobs.c.digest], set_={"touched_at": now})
+        )
+
+    def touch_blob(self, digest: str, size: int) -> None:
+        """Record that a blob is being stored now (creating its row if need be). Garbage
+        collection deletes a blob's object only under this row's lock and only if it was not
+        touched since the collection started, so once this returns the object is safe: a
+        publisher touches first, then checks storage and moves its upload into place."""
+        with self._write() as conn:
+            self._touch_blob(conn, digest, size)
+
+    def mount_blob(self, repository_id: int, digest: str) -> bool:
+        """Link an existing blob into a repository (touching it); False if it is gone."""
+        now = utcnow()
+        with self._write() as conn:
+            touched = conn.execute(
+                update(t.blobs).where(t.blobs.c.digest == digest).values(touched_at=now)
+            ).rowcount
+            if not touched:
+                return False
+            conn.execute(
+                self._insert(t.repository_blobs)
+                .values(repository_id=repository_id, digest=digest, created_at=now)
+                .on_conflict_do_nothing()
+            )
+        return True
 
     def unlink_blob(self, repository: str, digest: str) -> bool:
         repo = self.get_repository(repository)
@@ -551,13 +580,21 @@ class MetadataStore:
         references: Iterable[tuple[str, str]],
         tags: Iterable[str] = (),
         author: str | None = None,
+        required_blobs: Iterable[str] = (),
+        required_manifests: Iterable[str] = (),
     ) -> str:
         """Store a manifest (once per repository) and point the given tags at it.
+
+        The blobs and child manifests it needs are checked again inside the transaction, under
+        locks garbage collection also takes (blob rows, the repository row), so a collection
+        running concurrently either sees this manifest's references or has already removed
+        what it needs, and then the push is refused (MissingReference).
 
         Returns the digest the repository knows it by: the one it was first pushed under."""
         now = utcnow()
         with self._write() as conn:
             self.lock_repository(conn, repository_id)
+            self._check_references(conn, repository_id, required_blobs, required_manifests)
             # Concurrent pushes of one manifest: exactly one insert wins, the others find it.
             manifest_id = conn.execute(
                 self._insert(t.manifests)
@@ -609,6 +646,43 @@ class MetadataStore:
                     )
                 )
             return digest
+
+    def _check_references(
+        self,
+        conn: Connection,
+        repository_id: int,
+        blobs: Iterable[str],
+        manifests: Iterable[str],
+    ) -> None:
+        blobs, manifests = sorted(set(blobs)), sorted(set(manifests))
+        if blobs:
+            q = (
+                select(t.blobs.c.digest)
+                .join(t.repository_blobs, t.repository_blobs.c.digest == t.blobs.c.digest)
+                .where(
+                    t.repository_blobs.c.repository_id == repository_id,
+                    t.blobs.c.digest.in_(blobs),
+                )
+            )
+            if self._dialect == "postgresql":
+                q = q.with_for_update(read=True, of=t.blobs)
+            found = set(conn.execute(q).scalars())
+            missing = [d for d in blobs if d not in found]
+            if missing:
+                raise MissingReference(missing[0])
+        if manifests:
+            m = t.manifests.c
+            found = set()
+            for row in conn.execute(
+                select(m.digest, m.sha256, m.sha512).where(
+                    m.repository_id == repository_id,
+                    or_(m.digest.in_(manifests), m.sha256.in_(manifests), m.sha512.in_(manifests)),
+                )
+            ):
+                found.update(row)
+            missing = [d for d in manifests if d not in found]
+            if missing:
+                raise MissingReference(missing[0])
 
     def delete_manifest(self, repository: str, digest: str) -> bool:
         """Delete a manifest and every tag pointing at it."""
@@ -687,6 +761,10 @@ class MetadataStore:
             return conn.execute(
                 select(func.count()).select_from(t.metadata.tables[table_name])
             ).scalar_one()
+
+
+class MissingReference(Exception):
+    """A manifest needs a blob or manifest the repository does not have (any more)."""
 
 
 class AlreadyExists(Exception):

@@ -20,7 +20,7 @@ from typing import Any, BinaryIO, TypeVar
 from anyio import to_thread
 
 from wharf.metadata.models import Manifest, Referrer, Repository, Upload
-from wharf.metadata.store import MetadataStore
+from wharf.metadata.store import MetadataStore, MissingReference
 from wharf.registry import mediatypes as mt
 from wharf.registry.digest import CANONICAL, Digest, parse_digest
 from wharf.registry.errors import (
@@ -164,8 +164,8 @@ class RegistryService:
             size = await run(self.store.blob_size_in_repository, name, str(digest))
             if size is not None:
                 repo = await run(self.store.ensure_repository, repository)
-                await run(self.store.link_blob, repo.id, str(digest), size)
-                return True
+                # False when garbage collection removed it meanwhile: a fresh upload then.
+                return await run(self.store.mount_blob, repo.id, str(digest))
         return False
 
     # -- uploads ----------------------------------------------------------------------------
@@ -357,6 +357,9 @@ class RegistryService:
             await self._discard_upload(upload_id)
             raise DigestInvalid({"expected": str(digest), "actual": f"{digest.algorithm}:{actual}"})
         target = blob_path(digest)
+        # Touch the blob's row before looking at storage: from then on garbage collection
+        # leaves the object alone, and any collection that was deleting it has finished.
+        await run(self.store.touch_blob, str(digest), size)
         if await run(self.storage.stat, target) == size:
             await run(self.storage.delete, path)  # the same content is already stored
         else:
@@ -440,22 +443,25 @@ class RegistryService:
         references = [("blob", str(d.digest)) for d in parsed.blobs]
         references += [("manifest", child) for child in children]
         subject = str(parsed.subject.digest) if parsed.subject else None
-        stored_as = await run(
-            lambda: self.store.put_manifest(
-                repo.id,
-                digest=digest,
-                sha256=sha256,
-                sha512=sha512,
-                media_type=parsed.media_type,
-                content=body,
-                artifact_type=parsed.artifact_type,
-                subject=subject,
-                annotations=parsed.annotations or None,
-                references=references,
-                tags=tags,
-                author=author,
-            )
-        )
+        stored = {
+            "digest": digest,
+            "sha256": sha256,
+            "sha512": sha512,
+            "media_type": parsed.media_type,
+            "content": body,
+            "artifact_type": parsed.artifact_type,
+            "subject": subject,
+            "annotations": parsed.annotations or None,
+            "references": references,
+            "tags": tags,
+            "author": author,
+            "required_blobs": needed,
+            "required_manifests": children,
+        }
+        try:
+            stored_as = await run(lambda: self.store.put_manifest(repo.id, **stored))
+        except MissingReference as e:  # removed by garbage collection meanwhile
+            raise ManifestBlobUnknown({"digest": str(e)}) from None
         # By tag, the client did not choose an algorithm: report the digest the content is
         # known by (a sha512 push stays sha512), as GET by tag does.
         return PushedManifest(digest if ":" in reference else stored_as, subject, tuple(tags))

@@ -1,0 +1,1 @@
+"""Background jobs: the store, the worker every replica runs, and the actions (GC, ...)."""

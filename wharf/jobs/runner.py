@@ -1,0 +1,239 @@
+"""The job worker every serving process of every replica runs, and the actions it knows.
+
+A worker polls the metadata store about once a second: it turns due crons into jobs, reclaims
+jobs whose worker stopped heartbeating, and claims one due job at a time, which runs in a
+thread while a second thread heartbeats it every few seconds. Cancellation and duration
+limits are seen between an action's steps (`ctx.stopped()`).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import threading
+import time
+import traceback
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from datetime import timedelta
+from typing import Any
+
+from wharf.jobs.store import CANCELED, DONE, ERRORED, Job, JobStore
+
+log = logging.getLogger(__name__)
+
+POLL_SECONDS = 1.0
+HEARTBEAT_SECONDS = 5.0
+STALE_AFTER = timedelta(seconds=30)  # a running job without heartbeat this long is reclaimed
+HOUSEKEEPING_SECONDS = 10.0
+DEFAULT_CRONS = {"jobhistorycleanup": "0 3 * * *"}  # daily, 03:00 UTC
+
+
+class JobCanceled(Exception):
+    pass
+
+
+@dataclass
+class JobContext:
+    job: Job
+    jobs: JobStore
+    services: Any
+    deadline: float | None = None
+    canceled: threading.Event = field(default_factory=threading.Event)
+
+    def log(self, line: str) -> None:
+        self.jobs.append_log(self.job.id, [line])
+
+    def stopped(self) -> bool:
+        """True once the job was canceled or its duration limit passed."""
+        if self.canceled.is_set():
+            return True
+        return self.deadline is not None and time.monotonic() > self.deadline
+
+
+# -- actions --------------------------------------------------------------------------------
+
+
+def _bool(params: dict[str, Any], name: str, default: bool) -> bool:
+    value = params.get(name, default)
+    if not isinstance(value, bool):
+        raise ValueError(f"parameter {name!r} must be true or false")
+    return value
+
+
+def _int(params: dict[str, Any], name: str, default: int, low: int = 0, high: int = 10**6) -> int:
+    value = params.get(name, default)
+    if isinstance(value, bool) or not isinstance(value, int) or not low <= value <= high:
+        raise ValueError(f"parameter {name!r} must be an integer from {low} to {high}")
+    return value
+
+
+def _gc_params(params: dict[str, Any]) -> dict[str, Any]:
+    return {
+        "dryRun": _bool(params, "dryRun", False),
+        "deleteUntagged": _bool(params, "deleteUntagged", True),
+        "graceMinutes": _int(params, "graceMinutes", 60, 0, 7 * 24 * 60),
+        "maxDurationMinutes": _int(params, "maxDurationMinutes", 0, 0, 24 * 60),
+    }
+
+
+def run_gc(ctx: JobContext) -> None:
+    from wharf.jobs.gc import GarbageCollector
+
+    p = _gc_params(ctx.job.parameters)
+    if p["maxDurationMinutes"]:
+        ctx.deadline = time.monotonic() + 60 * p["maxDurationMinutes"]
+    collector = GarbageCollector(
+        ctx.services.store, ctx.services.storage, log=ctx.log, stopped=ctx.stopped
+    )
+    report = collector.run(
+        dry_run=p["dryRun"],
+        delete_untagged=p["deleteUntagged"],
+        grace=timedelta(minutes=p["graceMinutes"]),
+    )
+    summary = report.to_dict()
+    ctx.log(("dry run: " if p["dryRun"] else "") + " ".join(f"{k}={v}" for k, v in summary.items()))
+    if not report.complete:
+        if ctx.canceled.is_set():
+            raise JobCanceled
+        ctx.log("stopped at its duration limit; the next run continues")
+
+
+def run_ldap_sync(ctx: JobContext) -> None:
+    counts = ctx.services.directory.sync(None)
+    ctx.log("ldap sync: " + " ".join(f"{k}={v}" for k, v in sorted(counts.items())))
+
+
+def run_history_cleanup(ctx: JobContext) -> None:
+    settings = ctx.services.policy.settings()
+    deleted = ctx.jobs.prune(
+        timedelta(days=settings.jobHistoryMaxAgeDays), settings.jobHistoryMaxCount
+    )
+    ctx.log(
+        f"deleted {deleted} finished jobs (older than {settings.jobHistoryMaxAgeDays} days "
+        f"or beyond the newest {settings.jobHistoryMaxCount})"
+    )
+
+
+def run_sleep(ctx: JobContext) -> None:
+    """A diagnostic action: proves workers claim, heartbeat, log and cancel."""
+    seconds = _int(ctx.job.parameters, "seconds", 1, 0, 3600)
+    fail = _bool(ctx.job.parameters, "fail", False)
+    end = time.monotonic() + seconds
+    ctx.log(f"sleeping {seconds} s")
+    while time.monotonic() < end:
+        if ctx.stopped():
+            raise JobCanceled
+        time.sleep(min(0.2, max(end - time.monotonic(), 0)))
+    if fail:
+        raise RuntimeError("failed on purpose (fail=true)")
+    ctx.log("awake")
+
+
+@dataclass(frozen=True)
+class Action:
+    run: Callable[[JobContext], None]
+    check: Callable[[dict[str, Any]], Any]
+    description: str
+
+
+ACTIONS: dict[str, Action] = {
+    "onlinegc": Action(
+        run_gc,
+        _gc_params,
+        "garbage collection, online: unreferenced blobs and untagged manifests",
+    ),
+    "ldapsync": Action(run_ldap_sync, lambda p: p, "synchronise users and teams with LDAP"),
+    "jobhistorycleanup": Action(
+        run_history_cleanup, lambda p: p, "delete old job records (the retention settings)"
+    ),
+    "sleep": Action(
+        run_sleep,
+        lambda p: (_int(p, "seconds", 1, 0, 3600), _bool(p, "fail", False)),
+        "diagnostic: sleep for `seconds`, then succeed (or fail with fail=true)",
+    ),
+}
+
+
+def check_parameters(action: str, parameters: dict[str, Any]) -> None:
+    """ValueError (with the reason) for an unknown action or bad parameters."""
+    if action not in ACTIONS:
+        raise ValueError(f"unknown action {action!r} (known: {', '.join(sorted(ACTIONS))})")
+    if not isinstance(parameters, dict):
+        raise ValueError("parameters must be an object")
+    ACTIONS[action].check(parameters)
+
+
+# -- the worker -----------------------------------------------------------------------------
+
+
+class JobWorker:
+    def __init__(self, services: Any, replica_id: str) -> None:
+        self.services = services
+        self.jobs = JobStore(services.store)
+        self.replica_id = replica_id
+        self.id = f"{replica_id}-{os.getpid()}"
+
+    async def run_forever(self) -> None:
+        loop = asyncio.get_running_loop()
+        await loop.run_in_executor(None, self._start)
+        last_housekeeping = 0.0
+        while True:
+            try:
+                if time.monotonic() - last_housekeeping > HOUSEKEEPING_SECONDS:
+                    last_housekeeping = time.monotonic()
+                    await loop.run_in_executor(None, self._housekeeping)
+                job = await loop.run_in_executor(None, self.jobs.claim, self.id, list(ACTIONS))
+                if job is not None:
+                    await loop.run_in_executor(None, self.execute, job)
+                    continue  # there may be more waiting
+            except asyncio.CancelledError:
+                raise
+            except Exception:
+                log.exception("job worker %s: poll failed", self.id)
+            await asyncio.sleep(POLL_SECONDS)
+
+    def _start(self) -> None:
+        self.jobs.register_worker(self.id, self.replica_id, socket.gethostname(), os.getpid())
+        for action, schedule in DEFAULT_CRONS.items():
+            self.jobs.set_cron_if_missing(action, schedule, {})
+
+    def _housekeeping(self) -> None:
+        self.jobs.beat_worker(self.id)
+        for job_id in self.jobs.reclaim(STALE_AFTER):
+            log.warning("job %s: its worker stopped heartbeating; reclaimed", job_id)
+        self.jobs.schedule_due_crons()
+        self.jobs.forget_stale_workers(timedelta(days=1))
+
+    def execute(self, job: Job) -> str:
+        """Run a claimed job to its end; returns the state it ended in."""
+        ctx = JobContext(job, self.jobs, self.services)
+        stop = threading.Event()
+        beat = threading.Thread(target=self._heartbeat, args=(job, ctx, stop), daemon=True)
+        beat.start()
+        ctx.log(f"started on worker {self.id}")
+        state, error = DONE, None
+        try:
+            ACTIONS[job.action].run(ctx)
+        except JobCanceled:
+            state = CANCELED
+            ctx.log("canceled")
+        except Exception as e:
+            state, error = ERRORED, f"{type(e).__name__}: {e}"
+            log.warning("job %s (%s) failed:\n%s", job.id, job.action, traceback.format_exc())
+        finally:
+            stop.set()
+            beat.join()
+        if state == DONE:
+            ctx.log("done")
+        return self.jobs.finish(job.id, self.id, state, error)
+
+    def _heartbeat(self, job: Job, ctx: JobContext, stop: threading.Event) -> None:
+        while not stop.wait(HEARTBEAT_SECONDS):
+            try:
+                if not self.jobs.heartbeat(job.id, self.id):
+                    ctx.canceled.set()
+            except Exception:
+                log.exception("job %s: heartbeat failed", job.id)
