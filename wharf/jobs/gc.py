@@ -18,11 +18,14 @@ re-checks, in a fresh statement, that it is still garbage:
   an existing manifest, without an existing subject, and older than the cutoff.
 
 Writers take the same locks: a manifest push re-checks its blobs (`FOR SHARE`) and child
-manifests inside its transaction under the repository lock; a blob upload *touches* the
-blob's row before it looks at storage (and moves its bytes in place if the object is gone); a
-mount touches the row and links only if it still exists. So each race has two orders, and
-both are safe: the writer goes first and the collector's re-check sees it, or the collector
-goes first and the writer finds the blob gone and is refused (the client uploads it again).
+manifests inside its transaction under the repository lock; a blob upload writes the blob's
+row first and then, in the same transaction and so under the row's lock, checks storage and
+moves its bytes into place if the object is not there; a mount touches the row and links
+only if it still exists. So a blob's row and its object appear and disappear together, and
+each race has two orders, both safe: the writer goes first and the collector's re-check sees
+it (or, with no grace, deletes row and object together, and the manifest push that follows
+is refused), or the collector goes first and the writer finds the blob gone (the upload puts
+its bytes back; a mount or manifest push is refused and the client uploads again).
 """
 
 from __future__ import annotations
@@ -256,9 +259,14 @@ class GarbageCollector:
                 lock = lock.with_for_update()
             conn.execute(lock).all()
             # A fresh statement after the locks: it sees whatever committed before them.
-            rows = self._recheck(conn, digests, cutoff)
-            for row in rows:
-                self.storage.delete(blob_path(parse_digest(row.digest)))
+            rows = []
+            for row in self._recheck(conn, digests, cutoff):
+                try:
+                    self.storage.delete(blob_path(parse_digest(row.digest)))
+                except Exception as e:  # keep its row: the next run tries again
+                    self.log(f"cannot delete {row.digest} from storage: {e}")
+                    continue
+                rows.append(row)
             gone = [row.digest for row in rows]
             if gone:
                 conn.execute(

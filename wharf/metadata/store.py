@@ -412,14 +412,6 @@ class MetadataStore:
             .on_conflict_do_update(index_elements=[t.blobs.c.digest], set_={"touched_at": now})
         )
 
-    def touch_blob(self, digest: str, size: int) -> None:
-        """Record that a blob is being stored now (creating its row if need be). Garbage
-        collection deletes a blob's object only under this row's lock and only if it was not
-        touched since the collection started, so once this returns the object is safe: a
-        publisher touches first, then checks storage and moves its upload into place."""
-        with self._write() as conn:
-            self._touch_blob(conn, digest, size)
-
     def mount_blob(self, repository_id: int, digest: str) -> bool:
         """Link an existing blob into a repository (touching it); False if it is gone."""
         now = utcnow()
@@ -528,9 +520,22 @@ class MetadataStore:
         with self._write() as conn:
             conn.execute(update(t.uploads).values(lease_until=None, lease_token=None))
 
-    def complete_upload(self, upload_id: str, repository_id: int, digest: str, size: int) -> None:
-        """Record the verified blob, link it into the repository and end the session, at once."""
+    def complete_upload(
+        self,
+        upload_id: str,
+        repository_id: int,
+        digest: str,
+        size: int,
+        place: Callable[[], None] = lambda: None,
+    ) -> None:
+        """Record the verified blob, link it into the repository and end the session, at once.
+
+        `place` puts the blob's bytes at their content address; it runs after the blob's row
+        is written (and so locked) and before the commit, which is what keeps garbage
+        collection from deleting the object of a blob that is being pushed again."""
         with self._write() as conn:
+            self._touch_blob(conn, digest, size)
+            place()
             self._link_blob(conn, repository_id, digest, size)
             conn.execute(delete(t.uploads).where(t.uploads.c.id == upload_id))
 

@@ -357,14 +357,17 @@ class RegistryService:
             await self._discard_upload(upload_id)
             raise DigestInvalid({"expected": str(digest), "actual": f"{digest.algorithm}:{actual}"})
         target = blob_path(digest)
-        # Touch the blob's row before looking at storage: from then on garbage collection
-        # leaves the object alone, and any collection that was deleting it has finished.
-        await run(self.store.touch_blob, str(digest), size)
-        if await run(self.storage.stat, target) == size:
-            await run(self.storage.delete, path)  # the same content is already stored
-        else:
-            await run(self.storage.move, path, target)
-        await run(self.store.complete_upload, upload_id, repository_id, str(digest), size)
+
+        def place() -> None:
+            # Inside the transaction that records the blob, holding its row's lock: garbage
+            # collection deletes a blob's object and row together under that same lock, so
+            # "the row exists" and "the object exists" change together.
+            if self.storage.stat(target) == size:
+                self.storage.delete(path)  # the same content is already stored
+            else:
+                self.storage.move(path, target)
+
+        await run(self.store.complete_upload, upload_id, repository_id, str(digest), size, place)
         await run(self.storage.delete, upload_prefix(upload_id))
         return BlobInfo(digest, size, target)
 
