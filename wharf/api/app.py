@@ -19,7 +19,7 @@ from starlette.exceptions import HTTPException
 from starlette.staticfiles import StaticFiles
 
 from wharf import __version__
-from wharf.api import accounts, meta, repositories, tokens
+from wharf.api import accounts, jobs, meta, repositories, tokens
 from wharf.api.deps import ApiError, error_response, service_error_response
 from wharf.management.errors import ServiceError
 from wharf.services import Services
@@ -52,7 +52,7 @@ def create_api(services: Services) -> FastAPI:
         redoc_url=None,
     )
     api.state.services = services
-    for router in (accounts.router, repositories.router, tokens.router, meta.router):
+    for router in (accounts.router, repositories.router, tokens.router, meta.router, jobs.router):
         api.include_router(router)
 
     @api.exception_handler(ServiceError)

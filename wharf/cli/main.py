@@ -94,9 +94,9 @@ def _prepare(settings: Any) -> None:
 
 
 def _register_admin_commands() -> None:
-    from wharf.cli import admin, cluster
+    from wharf.cli import admin, cluster, jobs
 
-    for command in admin.COMMANDS + cluster.COMMANDS:
+    for command in admin.COMMANDS + cluster.COMMANDS + jobs.COMMANDS:
         main.add_command(command)
 
 

@@ -24,10 +24,38 @@ from wharf.jobs.store import CANCELED, DONE, ERRORED, Job, JobStore
 
 log = logging.getLogger(__name__)
 
+
+def _seconds_from_env(name: str, default: float, high: float) -> float:
+    """A duration from the environment; the default (with a warning) when it is not a number
+    of seconds in (0, high]: a typo must not stop every worker of the replica."""
+    value = os.environ.get(name)
+    if not value:
+        return default
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = 0.0
+    if not 0 < seconds <= high:
+        log.warning(
+            "%s=%r is not a duration in (0, %g] seconds; using %g", name, value, high, default
+        )
+        return default
+    return seconds
+
+
 POLL_SECONDS = 1.0
-HEARTBEAT_SECONDS = 5.0
-STALE_AFTER = timedelta(seconds=30)  # a running job without heartbeat this long is reclaimed
-HOUSEKEEPING_SECONDS = 10.0
+# A running job whose worker has not heartbeaten it for this long is reclaimed (retried, or
+# errored without retries left), and a worker this long silent is listed as stale.
+# WHARF_JOB_STALE_SECONDS changes it (tests shorten it); the heartbeat (at most a sixth of it,
+# WHARF_JOB_HEARTBEAT_SECONDS up to half of it) and the housekeeping (reclaims, crons: a
+# third of it, at most 10 s) follow, so that a live worker is never taken for dead.
+STALE_AFTER = timedelta(seconds=_seconds_from_env("WHARF_JOB_STALE_SECONDS", 30.0, 86_400))
+HEARTBEAT_SECONDS = _seconds_from_env(
+    "WHARF_JOB_HEARTBEAT_SECONDS",
+    min(5.0, STALE_AFTER.total_seconds() / 6),
+    STALE_AFTER.total_seconds() / 2,
+)
+HOUSEKEEPING_SECONDS = min(10.0, STALE_AFTER.total_seconds() / 3)
 DEFAULT_CRONS = {"jobhistorycleanup": "0 3 * * *"}  # daily, 03:00 UTC
 
 
@@ -235,5 +263,8 @@ class JobWorker:
             try:
                 if not self.jobs.heartbeat(job.id, self.id):
                     ctx.canceled.set()
+                # The poll loop (and its worker heartbeat) waits while a job runs: without
+                # this a worker busy with a long job would be listed as stale.
+                self.jobs.beat_worker(self.id)
             except Exception:
                 log.exception("job %s: heartbeat failed", job.id)

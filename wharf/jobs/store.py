@@ -166,11 +166,26 @@ class JobStore:
         worker: str | None = None,
         running: bool | None = None,
         states: Iterable[str] | None = None,
+        start: str | None = None,
         offset: int = 0,
         limit: int = 100,
     ) -> list[Job]:
-        """Newest first."""
+        """Newest first. `start` is the id of the first job of the page (KeyError if there
+        is no such job): the page holds it and the jobs created before it."""
         q = select(t.jobs)
+        if start is not None:
+            with self.store._read() as conn:
+                first = conn.execute(
+                    select(t.jobs.c.created_at, t.jobs.c.id).where(t.jobs.c.id == start)
+                ).first()
+            if first is None:
+                raise KeyError(start)
+            q = q.where(
+                or_(
+                    t.jobs.c.created_at < first.created_at,
+                    and_(t.jobs.c.created_at == first.created_at, t.jobs.c.id <= first.id),
+                )
+            )
         if action:
             q = q.where(t.jobs.c.action == action)
         if worker:
@@ -255,14 +270,18 @@ class JobStore:
         now = utcnow()
         with self.store._write() as conn:
             row = conn.execute(
-                select(t.jobs.c.retries_left, t.jobs.c.worker_id, t.jobs.c.state).where(
-                    t.jobs.c.id == job_id
-                )
+                select(
+                    t.jobs.c.retries_left,
+                    t.jobs.c.worker_id,
+                    t.jobs.c.state,
+                    t.jobs.c.cancel_requested,
+                ).where(t.jobs.c.id == job_id)
             ).first()
             if row is None or row.worker_id != worker_id or row.state != RUNNING:
                 return row.state if row else ERRORED  # reclaimed meanwhile: not ours to end
             values: dict[str, Any] = {"ended_at": now, "state": state}
-            if state == ERRORED and row.retries_left > 0:
+            # A job asked to stop is not run again, whatever its retries.
+            if state == ERRORED and row.retries_left > 0 and not row.cancel_requested:
                 values = {
                     "state": WAITING,
                     "retries_left": row.retries_left - 1,
@@ -295,11 +314,13 @@ class JobStore:
     def delete(self, job_id: str) -> bool:
         """Delete a job that is not running (with its logs)."""
         with self.store._write() as conn:
-            conn.execute(delete(t.job_logs).where(t.job_logs.c.job_id == job_id))
-            result = conn.execute(
+            # The job first: a running job (refused) keeps its logs.
+            deleted = conn.execute(
                 delete(t.jobs).where(t.jobs.c.id == job_id, t.jobs.c.state != RUNNING)
-            )
-        return result.rowcount > 0
+            ).rowcount
+            if deleted:
+                conn.execute(delete(t.job_logs).where(t.job_logs.c.job_id == job_id))
+        return deleted > 0
 
     def reclaim(self, stale_after: timedelta) -> list[str]:
         """Running jobs whose worker stopped heartbeating: retried if retries are left, else
@@ -308,13 +329,19 @@ class JobStore:
         reclaimed = []
         with self.store._write() as conn:
             rows = conn.execute(
-                select(t.jobs.c.id, t.jobs.c.worker_id, t.jobs.c.retries_left).where(
-                    t.jobs.c.state == RUNNING, t.jobs.c.heartbeat_at < cutoff
-                )
+                select(
+                    t.jobs.c.id,
+                    t.jobs.c.worker_id,
+                    t.jobs.c.retries_left,
+                    t.jobs.c.cancel_requested,
+                ).where(t.jobs.c.state == RUNNING, t.jobs.c.heartbeat_at < cutoff)
             ).all()
             for row in rows:
-                if row.retries_left > 0:
-                    values: dict[str, Any] = {
+                if row.cancel_requested:
+                    values: dict[str, Any] = {"state": CANCELED, "ended_at": utcnow()}
+                    note = "it had been canceled"
+                elif row.retries_left > 0:
+                    values = {
                         "state": WAITING,
                         "retries_left": row.retries_left - 1,
                         "worker_id": None,
@@ -324,7 +351,20 @@ class JobStore:
                 else:
                     values = {"state": ERRORED, "ended_at": utcnow()}
                     note = "no retries left"
-                conn.execute(update(t.jobs).where(t.jobs.c.id == row.id).values(**values))
+                # Only if it is still the same stale run: on PostgreSQL another worker may
+                # have reclaimed it (and a third claimed it) since the select above.
+                moved = conn.execute(
+                    update(t.jobs)
+                    .where(
+                        t.jobs.c.id == row.id,
+                        t.jobs.c.state == RUNNING,
+                        t.jobs.c.worker_id == row.worker_id,
+                        t.jobs.c.heartbeat_at < cutoff,
+                    )
+                    .values(**values)
+                ).rowcount
+                if not moved:
+                    continue
                 self._log(conn, row.id, [f"worker {row.worker_id} stopped heartbeating; {note}"])
                 reclaimed.append(row.id)
         return reclaimed
@@ -359,7 +399,11 @@ class JobStore:
     # -- logs -------------------------------------------------------------------------------
 
     def _log(self, conn: Connection, job_id: str, lines: list[str]) -> None:
-        start = conn.execute(select(t.jobs.c.log_lines).where(t.jobs.c.id == job_id)).scalar()
+        # FOR UPDATE (PostgreSQL; SQLite serialises writers anyway): a worker and a reclaim
+        # logging to one job at once would otherwise both take the next line number.
+        start = conn.execute(
+            select(t.jobs.c.log_lines).where(t.jobs.c.id == job_id).with_for_update()
+        ).scalar()
         if start is None:
             return
         now = utcnow()
