@@ -93,6 +93,17 @@ def run_worker(settings: Settings, listeners: list[Listener], supervised: bool =
         )
         servers.append((uvicorn.Server(config), listener.sock))
 
+    def stop_serving(_signum: int, _frame: object) -> None:
+        for server, _ in servers:
+            server.should_exit = True
+
+    # uvicorn restores the handlers it found and re-raises the signal once it has shut down;
+    # with these in place, that no longer kills the process before the job worker has put
+    # its running job back.
+    signal.signal(signal.SIGTERM, stop_serving)
+    signal.signal(signal.SIGINT, stop_serving)
+    worker = JobWorker(services, rid)
+
     async def main() -> None:
         tasks = [asyncio.create_task(server.serve(sockets=[sock])) for server, sock in servers]
         if supervised:
@@ -100,9 +111,12 @@ def run_worker(settings: Settings, listeners: list[Listener], supervised: bool =
         background = [
             asyncio.create_task(heartbeat_forever(services.store, rid)),
             asyncio.create_task(services.policy.refresh_forever()),
-            asyncio.create_task(JobWorker(services, rid).run_forever()),
+            asyncio.create_task(worker.run_forever()),
         ]
         await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        for server, _ in servers:
+            server.should_exit = True
+        await worker.stop()
         for task in background:
             task.cancel()
         # One server saw the shutdown signal (only the last one installed holds the handler).

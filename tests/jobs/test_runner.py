@@ -117,3 +117,31 @@ def test_history_cleanup_keeps_the_newest_finished_jobs(tmp_path):
                 assert admin.get(f"{API}/jobs/{job_id}").status_code == 404
     finally:
         server.stop()
+
+
+def test_stopping_a_replica_puts_its_running_job_back(tmp_path):
+    """SIGTERM with a job running: the process stops within seconds (the job stops at its
+    next step) and the job waits for another worker, its retries untouched."""
+    from wharf.jobs.store import JobStore
+    from wharf.metadata.store import MetadataStore
+
+    server = start_server(tmp_path)
+    try:
+        with server.client() as admin:
+            job = create_job(admin, parameters={"seconds": 600})
+            running = wait_job(admin, job["id"], ("running",))
+        stopping = time.monotonic()
+        server.proc.terminate()
+        server.proc.wait(20)
+        assert time.monotonic() - stopping < 10
+    finally:
+        server.stop()
+    store = MetadataStore(server.db_url)
+    try:
+        after = JobStore(store).get(job["id"])
+        lines = [x["data"] for x in JobStore(store).logs(job["id"])]
+    finally:
+        store.dispose()
+    assert after is not None and after.state == "waiting", (after, lines)
+    assert after.retries_left == running["retriesLeft"]
+    assert f"worker {running['workerID']} shut down; waiting for another" in lines

@@ -9,6 +9,7 @@ limits are seen between an action's steps (`ctx.stopped()`).
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import socket
@@ -70,13 +71,14 @@ class JobContext:
     services: Any
     deadline: float | None = None
     canceled: threading.Event = field(default_factory=threading.Event)
+    shutdown: threading.Event = field(default_factory=threading.Event)
 
     def log(self, line: str) -> None:
         self.jobs.append_log(self.job.id, [line])
 
     def stopped(self) -> bool:
         """True once the job was canceled or its duration limit passed."""
-        if self.canceled.is_set():
+        if self.canceled.is_set() or self.shutdown.is_set():
             return True
         return self.deadline is not None and time.monotonic() > self.deadline
 
@@ -124,7 +126,7 @@ def run_gc(ctx: JobContext) -> None:
     summary = report.to_dict()
     ctx.log(("dry run: " if p["dryRun"] else "") + " ".join(f"{k}={v}" for k, v in summary.items()))
     if not report.complete:
-        if ctx.canceled.is_set():
+        if ctx.canceled.is_set() or ctx.shutdown.is_set():
             raise JobCanceled
         ctx.log("stopped at its duration limit; the next run continues")
 
@@ -203,6 +205,9 @@ class JobWorker:
         self.jobs = JobStore(services.store)
         self.replica_id = replica_id
         self.id = f"{replica_id}-{os.getpid()}"
+        self._current: JobContext | None = None
+        self._executing: asyncio.Future[str] | None = None
+        self._stopping = False
 
     async def run_forever(self) -> None:
         loop = asyncio.get_running_loop()
@@ -213,15 +218,35 @@ class JobWorker:
                 if time.monotonic() - last_housekeeping > HOUSEKEEPING_SECONDS:
                     last_housekeeping = time.monotonic()
                     await loop.run_in_executor(None, self._housekeeping)
+                if self._stopping:
+                    return
                 job = await loop.run_in_executor(None, self.jobs.claim, self.id, list(ACTIONS))
+                if job is not None and self._stopping:
+                    await loop.run_in_executor(None, self.jobs.requeue, job.id, self.id)
+                    return
                 if job is not None:
-                    await loop.run_in_executor(None, self.execute, job)
+                    self._executing = loop.run_in_executor(None, self.execute, job)
+                    await self._executing
                     continue  # there may be more waiting
             except asyncio.CancelledError:
+                # The process is shutting down: a running job stops at its next step and
+                # goes back to waiting, for this replica's next start or another worker.
+                if self._current is not None:
+                    self._current.shutdown.set()
                 raise
             except Exception:
                 log.exception("job worker %s: poll failed", self.id)
             await asyncio.sleep(POLL_SECONDS)
+
+    async def stop(self, timeout: float = 10.0) -> None:
+        """Before the process exits: a running job stops at its next step and goes back to
+        waiting (within `timeout`; else it is reclaimed once its heartbeat is stale)."""
+        self._stopping = True
+        if self._current is not None:
+            self._current.shutdown.set()
+        if self._executing is not None and not self._executing.done():
+            with contextlib.suppress(Exception, asyncio.TimeoutError):
+                await asyncio.wait_for(asyncio.shield(self._executing), timeout)
 
     def _start(self) -> None:
         self.jobs.register_worker(self.id, self.replica_id, socket.gethostname(), os.getpid())
@@ -237,7 +262,7 @@ class JobWorker:
 
     def execute(self, job: Job) -> str:
         """Run a claimed job to its end; returns the state it ended in."""
-        ctx = JobContext(job, self.jobs, self.services)
+        ctx = self._current = JobContext(job, self.jobs, self.services)
         stop = threading.Event()
         beat = threading.Thread(target=self._heartbeat, args=(job, ctx, stop), daemon=True)
         beat.start()
@@ -247,6 +272,12 @@ class JobWorker:
             ACTIONS[job.action].run(ctx)
         except JobCanceled:
             state = CANCELED
+            if ctx.shutdown.is_set() and not ctx.canceled.is_set():
+                stop.set()
+                beat.join()
+                self._current = None
+                self.jobs.requeue(job.id, self.id)
+                return "waiting"
             ctx.log("canceled")
         except Exception as e:
             state, error = ERRORED, f"{type(e).__name__}: {e}"
@@ -254,6 +285,7 @@ class JobWorker:
         finally:
             stop.set()
             beat.join()
+            self._current = None
         if state == DONE:
             ctx.log("done")
         return self.jobs.finish(job.id, self.id, state, error)

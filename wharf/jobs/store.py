@@ -205,6 +205,18 @@ class JobStore:
         running; None if there is none."""
         now = utcnow()
         actions = list(actions)
+        due = (
+            select(t.jobs.c.id)
+            .where(
+                t.jobs.c.state == WAITING,
+                t.jobs.c.scheduled_at <= now,
+                t.jobs.c.action.in_(actions),
+            )
+            .limit(1)
+        )
+        with self.store._read() as conn:  # the usual answer, without a write transaction
+            if conn.execute(due).first() is None:
+                return None
         with self.store._write() as conn:
             if self.store._dialect == "postgresql":
                 conn.execute(text("SELECT pg_advisory_xact_lock(:k)"), {"k": CLAIM_LOCK})
@@ -294,6 +306,23 @@ class JobStore:
             if values["state"] == WAITING:
                 self._log(conn, job_id, [f"will retry ({row.retries_left - 1} retries left)"])
             return str(values["state"])
+
+    def requeue(self, job_id: str, worker_id: str) -> bool:
+        """Put a running job back to waiting, retries unchanged (its worker is shutting down
+        and stopped it cleanly)."""
+        with self.store._write() as conn:
+            moved = conn.execute(
+                update(t.jobs)
+                .where(
+                    t.jobs.c.id == job_id,
+                    t.jobs.c.worker_id == worker_id,
+                    t.jobs.c.state == RUNNING,
+                )
+                .values(state=WAITING, worker_id=None, scheduled_at=utcnow())
+            ).rowcount
+            if moved:
+                self._log(conn, job_id, [f"worker {worker_id} shut down; waiting for another"])
+        return bool(moved)
 
     def cancel(self, job_id: str) -> Job | None:
         """A waiting job is canceled at once; a running one is asked to stop (its worker sees
