@@ -21,7 +21,7 @@ from sqlalchemy import select, text
 
 from wharf import __version__
 from wharf.metadata import schema as t
-from wharf.metadata.store import MetadataStore, utcnow
+from wharf.metadata.store import MetadataStore, aware, utcnow
 from wharf.storage import StorageDriver
 
 log = logging.getLogger("wharf.cluster")
@@ -88,10 +88,6 @@ async def heartbeat_forever(store: MetadataStore, rid: str) -> None:
             log.exception("replica heartbeat failed")
 
 
-def _aware(value: datetime) -> datetime:
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
-
-
 def status(store: MetadataStore, storage: StorageDriver | None) -> dict[str, Any]:
     """Replicas with their health, the metadata store, the blob storage."""
     report: dict[str, Any] = {"replicas": [], "database": {}, "storage": {}}
@@ -112,15 +108,15 @@ def status(store: MetadataStore, storage: StorageDriver | None) -> dict[str, Any
         rows = []
     now = datetime.now(UTC)
     for row in rows:
-        age = (now - _aware(row["heartbeat_at"])).total_seconds()
+        age = (now - aware(row["heartbeat_at"])).total_seconds()
         report["replicas"].append(
             {
                 "id": row["id"],
                 "hostname": row["hostname"],
                 "address": row["address"],
                 "version": row["version"],
-                "startedAt": _aware(row["started_at"]).isoformat(),
-                "heartbeatAt": _aware(row["heartbeat_at"]).isoformat(),
+                "startedAt": aware(row["started_at"]).isoformat(),
+                "heartbeatAt": aware(row["heartbeat_at"]).isoformat(),
                 "secondsSinceHeartbeat": round(age, 1),
                 "healthy": age <= STALE_SECONDS,
             }

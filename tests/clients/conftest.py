@@ -45,10 +45,10 @@ def run(
     return proc
 
 
-@pytest.fixture
-def client_env(tmp_path: Path, wharf_server) -> dict[str, str]:
-    """Environment for containers/image based tools, isolated under tmp_path."""
-    base = tmp_path / "client-env"
+def isolated_client_env(base: Path, hosts: list[str]) -> dict[str, str]:
+    """Environment for containers/image based tools (skopeo, podman, buildah), isolated under
+    `base`, trusting these registry hosts over plain HTTP. Writes the policy (accept unsigned
+    images) to `base`/home/.config/containers/policy.json."""
     home = base / "home"
     config = home / ".config"
     (config / "containers").mkdir(parents=True)
@@ -61,8 +61,8 @@ def client_env(tmp_path: Path, wharf_server) -> dict[str, str]:
     policy.write_text(json.dumps({"default": [{"type": "insecureAcceptAnything"}]}))
     registries = config / "containers" / "registries.conf"
     registries.write_text(
-        f'unqualified-search-registries = []\n\n[[registry]]\nlocation = "{wharf_server.host}"\n'
-        "insecure = true\n"
+        "unqualified-search-registries = []\n"
+        + "".join(f'\n[[registry]]\nlocation = "{h}"\ninsecure = true\n' for h in hosts)
     )
     auth_file = base / "auth.json"
     auth_file.write_text('{"auths": {}}')
@@ -82,6 +82,12 @@ def client_env(tmp_path: Path, wharf_server) -> dict[str, str]:
         _CONTAINERS_ROOTLESS_GID="1000",
     )
     return env
+
+
+@pytest.fixture
+def client_env(tmp_path: Path, wharf_server) -> dict[str, str]:
+    """Environment for containers/image based tools, isolated under tmp_path."""
+    return isolated_client_env(tmp_path / "client-env", [wharf_server.host])
 
 
 @pytest.fixture

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import json
 import os
 import random
+import signal
 import threading
 import time
 from collections.abc import Iterator
@@ -181,26 +183,51 @@ def proc_wchar(pid: int) -> int:
     raise KeyError("wchar")
 
 
+def children_of() -> dict[int, list[int]]:
+    """Every process's children, read from /proc."""
+    children: dict[int, list[int]] = {}
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            with open(f"/proc/{entry}/stat") as f:
+                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
+        except (OSError, IndexError, ValueError):
+            continue
+        children.setdefault(ppid, []).append(int(entry))
+    return children
+
+
 def worker_pids(supervisor: int, expected: int, timeout: float = 30) -> list[int]:
     """The worker processes a `wharf serve --workers N` supervisor spawned."""
     deadline = time.monotonic() + timeout
     while True:
         found = []
-        for entry in os.listdir("/proc"):
-            if not entry.isdigit():
-                continue
+        for pid in children_of().get(supervisor, []):
             try:
-                with open(f"/proc/{entry}/stat") as f:
-                    ppid = int(f.read().rsplit(")", 1)[1].split()[1])
-                with open(f"/proc/{entry}/cmdline", "rb") as f:
-                    cmdline = f.read()
-            except (OSError, IndexError, ValueError):
+                with open(f"/proc/{pid}/cmdline", "rb") as f:
+                    if b"wharf" in f.read():
+                        found.append(pid)
+            except OSError:
                 continue
-            if ppid == supervisor and b"wharf" in cmdline:
-                found.append(int(entry))
         if len(found) >= expected or time.monotonic() > deadline:
             return sorted(found)
         time.sleep(0.1)
+
+
+def kill_process_tree(root: int) -> list[int]:
+    """SIGKILL a process and every process below it, the root first (a supervisor must not
+    replace a worker once it is dead). Returns the pids killed."""
+    children = children_of()
+    tree, todo = [], [root]
+    while todo:
+        pid = todo.pop()
+        tree.append(pid)
+        todo += children.get(pid, [])
+    for pid in tree:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
+    return tree
 
 
 class RssSampler:

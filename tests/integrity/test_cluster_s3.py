@@ -7,17 +7,14 @@ byte-identical, and the resumed blob is exactly what was sent.
 
 from __future__ import annotations
 
-import contextlib
 import gzip
 import hashlib
 import io
 import json
-import os
 import random
 import secrets
 import shlex
 import shutil
-import signal
 import subprocess
 import tarfile
 import threading
@@ -34,7 +31,9 @@ from sqlalchemy import create_engine, text
 from sqlalchemy.engine import make_url
 
 from tests import metadata_db
+from tests.clients.conftest import isolated_client_env
 from tests.conftest import WharfServer, free_port
+from tests.integrity.integrity_util import kill_process_tree
 
 pytestmark = pytest.mark.postgresql_cluster
 
@@ -120,25 +119,7 @@ def cluster(tmp_path: Path, s3_server) -> Iterator[Cluster]:
 def kill_tree(server: WharfServer) -> None:
     """SIGKILL a replica's process and every process below it, at once."""
     assert server.proc is not None
-    root = server.proc.pid
-    children: dict[int, list[int]] = {}
-    for entry in os.listdir("/proc"):
-        if not entry.isdigit():
-            continue
-        try:
-            with open(f"/proc/{entry}/stat") as f:
-                ppid = int(f.read().rsplit(")", 1)[1].split()[1])
-        except (OSError, IndexError, ValueError):
-            continue
-        children.setdefault(ppid, []).append(int(entry))
-    tree, todo = [], [root]
-    while todo:
-        pid = todo.pop()
-        tree.append(pid)
-        todo += children.get(pid, [])
-    for pid in tree:  # the root first: it cannot replace a worker once it is dead
-        with contextlib.suppress(ProcessLookupError):
-            os.kill(pid, signal.SIGKILL)
+    tree = kill_process_tree(server.proc.pid)
     server.proc.wait(10)
     for pid in tree[1:]:
         deadline = time.monotonic() + 10
@@ -162,37 +143,8 @@ class Skopeo:
         if exe is None:
             pytest.fail("skopeo is not installed; run scripts/install-test-deps")
         self.exe = exe
-        home = base / "home"
-        config = home / ".config"
-        (config / "containers").mkdir(parents=True)
-        for d in ("data", "run", "tmp"):
-            (base / d).mkdir()
-        (base / "run").chmod(0o700)
-        self.policy = config / "containers" / "policy.json"
-        self.policy.write_text(json.dumps({"default": [{"type": "insecureAcceptAnything"}]}))
-        registries = config / "containers" / "registries.conf"
-        registries.write_text(
-            "unqualified-search-registries = []\n"
-            + "".join(f'\n[[registry]]\nlocation = "{h}"\ninsecure = true\n' for h in hosts)
-        )
-        auth_file = base / "auth.json"
-        auth_file.write_text('{"auths": {}}')
-        env = {
-            k: v for k, v in os.environ.items() if not k.startswith(("REGISTRY_", "CONTAINERS_"))
-        }
-        env.update(
-            HOME=str(home),
-            XDG_CONFIG_HOME=str(config),
-            XDG_DATA_HOME=str(base / "data"),
-            XDG_RUNTIME_DIR=str(base / "run"),
-            TMPDIR=str(base / "tmp"),
-            REGISTRY_AUTH_FILE=str(auth_file),
-            CONTAINERS_REGISTRIES_CONF=str(registries),
-            # Keeps containers/image's blob-info cache out of /var/lib/containers as root.
-            _CONTAINERS_ROOTLESS_UID="1000",
-            _CONTAINERS_ROOTLESS_GID="1000",
-        )
-        self.env = env
+        self.env = isolated_client_env(base, hosts)
+        self.policy = base / "home" / ".config" / "containers" / "policy.json"
 
     def __call__(self, *args: str) -> subprocess.CompletedProcess:
         cmd = [self.exe, "--policy", str(self.policy), "--tmpdir", self.env["TMPDIR"], *args]

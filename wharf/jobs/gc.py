@@ -39,7 +39,7 @@ from typing import Any
 from sqlalchemy import and_, delete, exists, func, or_, select
 
 from wharf.metadata import schema as t
-from wharf.metadata.store import MetadataStore, utcnow
+from wharf.metadata.store import MetadataStore, aware, utcnow
 from wharf.registry.digest import parse_digest
 from wharf.storage.base import StorageDriver
 from wharf.storage.paths import blob_path, upload_prefix
@@ -129,7 +129,7 @@ class GarbageCollector:
                     by_digest[(row.repository_id, d)] = row.id
                 if row.subject:
                     referrers[(row.repository_id, row.subject)].append(row.id)
-                if row.id in tagged or _aware(row.created_at) >= cutoff:
+                if row.id in tagged or aware(row.created_at) >= cutoff:
                     roots.append(row.id)
             for row in conn.execute(select(r.manifest_id, r.digest).where(r.kind == "manifest")):
                 children[row.manifest_id].append(row.digest)
@@ -190,7 +190,7 @@ class GarbageCollector:
                     )
                 )
             still_needed = conn.execute(select(or_(*needs))).scalar()
-            if still_needed or _aware(row.created_at) >= cutoff:
+            if still_needed or aware(row.created_at) >= cutoff:
                 return False
             conn.execute(delete(t.manifest_references).where(r.manifest_id == mid))
             conn.execute(delete(t.manifests).where(m.id == mid))
@@ -311,9 +311,3 @@ class GarbageCollector:
                 report.uploads += 1
         if stale:
             self.log(f"uploads: deleted {report.uploads} abandoned for over 24 h")
-
-
-def _aware(value: datetime) -> datetime:
-    from datetime import UTC
-
-    return value if value.tzinfo else value.replace(tzinfo=UTC)

@@ -18,7 +18,7 @@ from typing import Any
 from sqlalchemy import Connection, and_, delete, func, or_, select, text, update
 
 from wharf.metadata import schema as t
-from wharf.metadata.store import MetadataStore, utcnow
+from wharf.metadata.store import MetadataStore, aware, utcnow
 
 WAITING, RUNNING, DONE, ERRORED, CANCELED = "waiting", "running", "done", "errored", "canceled"
 STATES = (WAITING, RUNNING, DONE, ERRORED, CANCELED)
@@ -36,11 +36,7 @@ CONFLICTS: dict[str, frozenset[str]] = {
 def _iso(value: datetime | None) -> str | None:
     if value is None:
         return None
-    if value.tzinfo is None:  # SQLite hands back naive datetimes (stored as UTC)
-        from datetime import UTC
-
-        value = value.replace(tzinfo=UTC)
-    return value.isoformat().replace("+00:00", "Z")
+    return aware(value).isoformat().replace("+00:00", "Z")
 
 
 @dataclass(frozen=True)
@@ -584,8 +580,7 @@ class JobStore:
             )
         out = []
         for r in rows:
-            beat = r.heartbeat_at if r.heartbeat_at.tzinfo else r.heartbeat_at.replace(tzinfo=None)
-            healthy = _aware(beat) >= cutoff
+            healthy = aware(r.heartbeat_at) >= cutoff
             out.append(
                 {
                     "id": r.id,
@@ -608,12 +603,6 @@ class JobStore:
                     and_(t.job_workers.c.heartbeat_at < cutoff),
                 )
             ).rowcount
-
-
-def _aware(value: datetime) -> datetime:
-    from datetime import UTC
-
-    return value if value.tzinfo else value.replace(tzinfo=UTC)
 
 
 def _cron(row: Any) -> Cron:

@@ -48,6 +48,11 @@ def utcnow() -> datetime:
     return datetime.now(UTC)
 
 
+def aware(value: datetime) -> datetime:
+    """A stored time as an aware UTC datetime (SQLite hands back naive ones, stored as UTC)."""
+    return value if value.tzinfo else value.replace(tzinfo=UTC)
+
+
 def database_url(url: str, environ: Mapping[str, str] | None = None) -> URL:
     """The SQLAlchemy URL for a `--db` URL: `postgresql://` uses psycopg 3, and the password,
     when the URL has none, comes from WHARF_DB_PASSWORD (never from the command line)."""
