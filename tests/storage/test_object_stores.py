@@ -131,3 +131,28 @@ def test_azure_needs_an_account_and_credentials(monkeypatch):
         monkeypatch.delenv(name, raising=False)
     with pytest.raises(ValueError, match="AZURE_STORAGE_KEY"):
         open_storage("az://container/p?account=acct")
+
+
+def test_s3_credentials_from_a_named_profile(s3_server, tmp_path, monkeypatch):
+    """`profile=NAME` takes the keys from the shared credentials file, not the environment."""
+    for name in ("AWS_ACCESS_KEY_ID", "AWS_SECRET_ACCESS_KEY", "AWS_SESSION_TOKEN", "AWS_PROFILE"):
+        monkeypatch.delenv(name, raising=False)
+    credentials = tmp_path / "credentials"
+    credentials.write_text(
+        "[registry]\naws_access_key_id = fromprofile\naws_secret_access_key = s\n"
+    )
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(credentials))
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-config"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    url = s3_server.url("prof")
+    driver = open_storage(url + "&profile=registry")
+    keys = driver.bucket.client._request_signer._credentials.get_frozen_credentials()
+    assert keys.access_key == "fromprofile"
+    w = driver.writer("uploads/p/data")
+    w.write(b"signed with the profile's keys")
+    w.close()
+    assert driver.stat("uploads/p/data") == 30
+    import botocore.exceptions
+
+    with pytest.raises(botocore.exceptions.ProfileNotFound):
+        open_storage(url + "&profile=nobody")
