@@ -35,13 +35,38 @@ def lua_str(s: str) -> str:
     return f"[{eq}[{s}]{eq}]"
 
 
-def get_script(headers: dict[str, str]) -> str:
+def addr_lua(addrs: list[tuple[str, int]] | None) -> str:
+    """Lua defining `pick_addr(thread)`: with `addrs`, thread i connects to addrs[i % n]
+    (all its connections), which spreads the load over several servers the way a
+    connection-level (L4) load balancer does; without, it keeps the URL's address."""
+    if not addrs:
+        return "local pick_addr = function(thread) end\n"
+    items = ", ".join(f"{{ {lua_str(h)}, {lua_str(str(p))} }}" for h, p in addrs)
+    return f"""
+local addrs = {{ {items} }}
+local addr_next = 0
+local pick_addr = function(thread)
+  local a = addrs[(addr_next % #addrs) + 1]
+  addr_next = addr_next + 1
+  thread.addr = wrk.lookup(a[1], a[2])[1]
+end
+"""
+
+
+def get_script(headers: dict[str, str], addrs: list[tuple[str, int]] | None = None) -> str:
     lines = [f"wrk.headers[ {lua_str(k)} ] = {lua_str(v)}" for k, v in headers.items()]
-    return "\n".join(lines) + "\n" + DONE_LUA
+    out = "\n".join(lines) + "\n"
+    if addrs:
+        out += addr_lua(addrs) + "setup = function(thread) pick_addr(thread) end\n"
+    return out + DONE_LUA
 
 
 def manifest_put_script(
-    path_prefix: str, tag_prefix: str, template: str, headers: dict[str, str]
+    path_prefix: str,
+    tag_prefix: str,
+    template: str,
+    headers: dict[str, str],
+    addrs: list[tuple[str, int]] | None = None,
 ) -> str:
     """Each request PUTs a distinct manifest: tag = <tag_prefix>-<thread>-<n>,
     body = template % tag (template contains exactly one %s and no other '%')."""
@@ -54,8 +79,9 @@ local path_prefix = {lua_str(path_prefix)}
 local tag_prefix = {lua_str(tag_prefix)}
 local template = {lua_str(template)}
 local headers = {{{hdr}}}
-
+{addr_lua(addrs)}
 setup = function(thread)
+  pick_addr(thread)
   thread:set("id", nextid)
   nextid = nextid + 1
 end

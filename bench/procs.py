@@ -320,7 +320,16 @@ def _spawn(cmd: list[str], env: dict, log_path: Path, cwd: Path) -> subprocess.P
         log.close()
 
 
-def start_wharf(name: str, workdir: Path, user: str, password: str, workers: int) -> Server:
+def start_wharf(
+    name: str,
+    workdir: Path,
+    user: str,
+    password: str,
+    workers: int,
+    extra_args: list[str] | tuple[str, ...] = (),
+) -> Server:
+    """`wharf serve` with its own data dir in `workdir`; `extra_args` are appended (e.g.
+    `--db URL --storage file:///dir` for a replica of a shared registry)."""
     if user != "admin":
         raise BenchError("Wharf's bootstrap user is 'admin'")
     data = workdir / "data"
@@ -338,6 +347,7 @@ def start_wharf(name: str, workdir: Path, user: str, password: str, workers: int
         f"127.0.0.1:{port}",
         "--workers",
         str(workers),
+        *extra_args,
     ]
     env = dict(os.environ, WHARF_ADMIN_PASSWORD=password)
     log_path = workdir / "server.log"
