@@ -56,6 +56,12 @@ ADMIN_ONLY: list[tuple[str, str, Any, dict]] = [
     ("DELETE", "/api/v0/repositories/{org}/app/teamAccess/readers", None, {}),
     ("PATCH", "/api/v0/repositories/{org}/app", {"visibility": "public"}, {}),
     ("DELETE", "/api/v0/repositories/{org}/app", None, {}),
+    ("GET", "/api/v0/jobs", None, {}),
+    ("POST", "/api/v0/jobs", {"action": "onlinegc", "parameters": {"dryRun": True}}, {}),
+    ("GET", "/api/v0/crons", None, {}),
+    ("POST", "/api/v0/crons", {"action": "onlinegc", "schedule": "0 4 * * *"}, {}),
+    ("DELETE", "/api/v0/crons/jobhistorycleanup", None, {}),
+    ("GET", "/api/v0/workers", None, {}),
 ]
 
 
@@ -122,6 +128,8 @@ def fill(path: str, world) -> str:
         "repo": "private",
         "tag": "v1",
         "hashed": "0" * 64,
+        "job_id": "00000000-0000-4000-8000-000000000000",
+        "action": "onlinegc",
     }
     return re.sub(r"\{(\w+)\}", lambda m: values[m.group(1)], path)
 
