@@ -181,38 +181,13 @@ def pg_drop_db(admin_url: str, name: str) -> None:
     print(f"warning: could not drop database {name}", file=sys.stderr)
 
 
-_PG_TITLE = re.compile(r"^postgres: (?:[^:]+: )?(.*)$")
-
-
 def pg_cpu(db_name: str | None) -> float:
-    """CPU seconds of the PostgreSQL backends serving `db_name`, plus the postmaster's
-    children that exited (a pool's closed connections), plus background processes."""
+    """CPU seconds of the PostgreSQL backends serving `db_name`, its background processes,
+    and the postmaster's exited children (a pool's closed connections)."""
     if not db_name:
         return 0.0
-    total = 0.0
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        pid = int(name)
-        if not procs.comm(pid).startswith("postgres"):
-            continue
-        try:
-            with open(f"/proc/{pid}/cmdline", "rb") as f:
-                title = f.read().replace(b"\0", b" ").decode("utf-8", "replace").strip()
-        except OSError:
-            continue
-        fields = procs._stat_fields(pid)
-        if fields is None:
-            continue
-        cpu = (int(fields[11]) + int(fields[12])) / procs.CLK_TCK
-        if not title.startswith("postgres:"):  # the postmaster
-            total += cpu + (int(fields[13]) + int(fields[14])) / procs.CLK_TCK
-            continue
-        m = _PG_TITLE.match(title)
-        words = set(m.group(1).split()) if m else set()
-        if db_name in words or not (m and "(" in m.group(1)):  # ours, or background
-            total += cpu
-    return total
+    cpu = procs.pg_cpu_by_db([db_name])
+    return cpu[db_name] + cpu["bg"] + cpu["exited"]
 
 
 def client_cpu() -> float:

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
 import shutil
 import signal
 import socket
@@ -454,3 +455,43 @@ def ensure_port_5000_free() -> None:
     time.sleep(1)
     if port_in_use(5000):
         print("warning: port 5000 still in use (benchmark uses other ports)", file=sys.stderr)
+
+
+_PG_TITLE = re.compile(r"^postgres: (?:[^:]+: )?(.*)$")
+
+
+def pg_cpu_by_db(db_names: list[str]) -> dict[str, float]:
+    """utime+stime of every PostgreSQL process, grouped: one entry per database of ours
+    (client backends and autovacuum workers whose title names it), "bg" (postmaster,
+    checkpointer, walwriter, ...), "other" (backends of other databases) and "exited":
+    the postmaster's cutime+cstime, i.e. the CPU of backends that have exited (of any
+    database: connections that a pool opens and closes again show up only there)."""
+    out = dict.fromkeys([*db_names, "bg", "other", "exited"], 0.0)
+    ours = set(db_names)
+    for name in os.listdir("/proc"):
+        if not name.isdigit():
+            continue
+        pid = int(name)
+        if not comm(pid).startswith("postgres"):
+            continue
+        try:
+            with open(f"/proc/{pid}/cmdline", "rb") as f:
+                title = f.read().replace(b"\0", b" ").decode("utf-8", "replace").strip()
+        except OSError:
+            continue
+        f = _stat_fields(pid)
+        if f is None:
+            continue
+        cpu = (int(f[11]) + int(f[12])) / CLK_TCK
+        if not title.startswith("postgres:"):  # the postmaster: /usr/lib/.../postgres -D ...
+            out["exited"] += (int(f[13]) + int(f[14])) / CLK_TCK
+        m = _PG_TITLE.match(title)
+        words = set(m.group(1).split()) if m else set()
+        hit = ours & words
+        if hit:
+            out[hit.pop()] += cpu
+        elif m and "(" in m.group(1) and ")" in m.group(1):  # "user db host(port) state"
+            out["other"] += cpu
+        else:
+            out["bg"] += cpu
+    return out

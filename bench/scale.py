@@ -23,7 +23,6 @@ import itertools
 import json
 import os
 import random
-import re
 import secrets
 import shutil
 import statistics
@@ -184,46 +183,6 @@ def pg_db_stats(admin_url: str, name: str) -> dict:
     return dict(zip(cols, rows[0], strict=True)) if rows else {}
 
 
-_PG_TITLE = re.compile(r"^postgres: (?:[^:]+: )?(.*)$")
-
-
-def pg_cpu_by_db(db_names: list[str]) -> dict[str, float]:
-    """utime+stime of every PostgreSQL process, grouped: one entry per database of ours
-    (client backends and autovacuum workers whose title names it), "bg" (postmaster,
-    checkpointer, walwriter, ...), "other" (backends of other databases) and "exited":
-    the postmaster's cutime+cstime, i.e. the CPU of backends that have exited (of any
-    database: connections that a pool opens and closes again show up only there)."""
-    out = dict.fromkeys([*db_names, "bg", "other", "exited"], 0.0)
-    ours = set(db_names)
-    for name in os.listdir("/proc"):
-        if not name.isdigit():
-            continue
-        pid = int(name)
-        if not procs.comm(pid).startswith("postgres"):
-            continue
-        try:
-            with open(f"/proc/{pid}/cmdline", "rb") as f:
-                title = f.read().replace(b"\0", b" ").decode("utf-8", "replace").strip()
-        except OSError:
-            continue
-        f = procs._stat_fields(pid)
-        if f is None:
-            continue
-        cpu = (int(f[11]) + int(f[12])) / procs.CLK_TCK
-        if not title.startswith("postgres:"):  # the postmaster: /usr/lib/.../postgres -D ...
-            out["exited"] += (int(f[13]) + int(f[14])) / procs.CLK_TCK
-        m = _PG_TITLE.match(title)
-        words = set(m.group(1).split()) if m else set()
-        hit = ours & words
-        if hit:
-            out[hit.pop()] += cpu
-        elif m and "(" in m.group(1) and ")" in m.group(1):  # "user db host(port) state"
-            out["other"] += cpu
-        else:
-            out["bg"] += cpu
-    return out
-
-
 # --------------------------------------------------------------------------- measurement
 
 
@@ -341,7 +300,7 @@ class Ctx:
         os.sync()  # no page-cache write-back pending from the previous measurement
         sessions0 = self.pg_sessions(st.db_name) if st.db_name else 0
         w0 = [s.cpu_s() for s in st.servers]
-        pg0 = pg_cpu_by_db(self.db_names)
+        pg0 = procs.pg_cpu_by_db(self.db_names)
         sys0, steal0 = procs.system_cpu_s()
         waits = None
         if self.pg_waits and st.db_name:
@@ -356,7 +315,7 @@ class Ctx:
             tm.pg_waits = waits.stop()
         cl1 = _client_cpu()
         sys1, steal1 = procs.system_cpu_s()
-        pg1 = pg_cpu_by_db(self.db_names)
+        pg1 = procs.pg_cpu_by_db(self.db_names)
         w1 = [s.cpu_s() for s in st.servers]
         tm.wharf_cpu_by_replica = [b - a for a, b in zip(w0, w1, strict=True)]
         tm.wharf_cpu_s = sum(tm.wharf_cpu_by_replica)
