@@ -3,23 +3,26 @@ the collection runs.
 
     uv run python bench/gc.py [--quick] [--db sqlite|postgresql] [--out FILE]
 
-For every variant (see VARIANTS) the script
+For every variant (see `variants()`: 100,000 blobs, 10% garbage; `--quick`: 10,000) the
+script
 
 1. populates a fresh data directory (and, with `--db postgresql`, a fresh database) straight
    through SQLAlchemy bulk inserts into a store made by `MetadataStore(url).migrate()`, plus
    one small file per blob at its `storage/paths.blob_path` (sizes match the rows, content
-   matches the digest), everything created/touched two hours ago;
+   matches the digest), everything created/touched two hours ago; then times and EXPLAINs
+   the collector's own read queries on it, with no server running;
 2. starts `wharf serve --workers 2` on it;
-3. measures push throughput (monolithic `POST ?digest=`, 256 KiB blobs, 4 at a time), then
-   tags those blobs with a manifest so that they are not garbage;
-4. enqueues an `onlinegc` job (graceMinutes 0) through `JobStore` on the server's store, and
-   from the moment the job logged its cutoff until it ends pushes continuously;
-5. checks the result: exactly the garbage (blob rows, repository links, objects in storage,
-   untagged manifests) is gone, everything else is still there, rows and objects agree, and
-   the job's counts are right; then measures push throughput once more (after the GC).
+3. runs an `onlinegc` job (graceMinutes 0), created through `JobStore` on the server's store,
+   with nothing else going on, and checks the result: exactly the garbage (blob rows,
+   repository links, objects in storage, untagged manifests) is gone, everything else is
+   still there, rows and objects agree, and the job's counts are right;
+4. puts the same garbage back, measures push throughput (monolithic `POST ?digest=`,
+   256 KiB blobs, 4 at a time) and tags the pushed blobs with a manifest so that they are
+   not garbage;
+5. runs the job again, pushing continuously from the moment it logged its cutoff until it
+   ends, checks the result again, and measures push throughput once more (after the GC).
 
-Before the server starts, the collector's own queries are timed (and EXPLAINed) on the
-populated store, outside any contention. See docs/benchmarks.md, "Online garbage collection".
+See docs/benchmarks.md, "Online garbage collection".
 """
 
 from __future__ import annotations
