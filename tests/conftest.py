@@ -137,12 +137,13 @@ def pytest_collection_modifyitems(config, items) -> None:
     # the PostgreSQL pass only (when the whole suite runs twice, scripts/test): they are
     # deselected, so the run says how many.
     other = "embedded_only" if metadata_db.backend() != "sqlite" else None
+    others = [other] if other else []
     if metadata_db.backend() == "sqlite" and os.environ.get("WHARF_TEST_BOTH_PASSES"):
-        other = "postgresql_cluster"
-    if other is None:
+        others = ["postgresql_cluster", "once"]
+    if not others:
         return
-    selected = [i for i in items if i.get_closest_marker(other) is None]
-    deselected = [i for i in items if i.get_closest_marker(other) is not None]
+    selected = [i for i in items if not any(i.get_closest_marker(o) for o in others)]
+    deselected = [i for i in items if any(i.get_closest_marker(o) for o in others)]
     if deselected:
         config.hook.pytest_deselected(items=deselected)
         items[:] = selected

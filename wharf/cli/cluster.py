@@ -58,87 +58,6 @@ def _probe(url: str) -> None:
         sys.exit(EXIT_FAILURE)
 
 
-@click.command("install")
-@click.option("--db", help="Metadata store: sqlite:///path (default) or postgresql://...")
-@click.option("--storage", help="Blob storage URL (default: the data directory).")
-@click.option(
-    "--storage-yaml",
-    type=click.Path(path_type=Path, exists=True, dir_okay=False),
-    help="Blob storage as a reference-registry YAML file (its `storage:` section).",
-)
-@click.option("--http-addr", default="127.0.0.1:5000", show_default=True)
-@click.option("--non-interactive", is_flag=True, help="Never prompt (secrets from environment).")
-@click.option(
-    "--data-dir",
-    type=click.Path(path_type=Path),
-    envvar="WHARF_DATA_DIR",
-    help="This replica's data directory (default ./wharf-data).",
-)
-def install(
-    db: str | None,
-    storage: str | None,
-    storage_yaml: Path | None,
-    http_addr: str,
-    non_interactive: bool,
-    data_dir: Path | None,
-) -> None:
-    """Create a new cluster and its first replica: metadata store, blob storage, first admin
-    (password from WHARF_ADMIN_PASSWORD, or generated and saved 0600 in the data directory)."""
-    from wharf.bootstrap import prepare
-    from wharf.cluster import REPLICA_ID_FILE, registered_replicas
-    from wharf.metadata.store import MetadataStore
-
-    base = data_dir or Path("wharf-data")
-    storage_url = _storage_from(storage, storage_yaml, base)
-    try:
-        settings = load_settings(
-            None, {"data_dir": data_dir, "db": db, "storage": storage_url, "http_addr": http_addr}
-        )
-        settings.check()
-    except ConfigError as e:
-        raise click.UsageError(str(e)) from None
-    if (settings.data_dir / REPLICA_ID_FILE).exists() or (settings.data_dir / "wharf.db").exists():
-        click.echo(
-            f"wharf: refused: {settings.data_dir} already holds an installation; give another "
-            "--data-dir (or `wharf destroy` this one first)",
-            err=True,
-        )
-        sys.exit(EXIT_REFUSED)
-    if not settings.db_url.startswith("sqlite"):
-        store = MetadataStore(settings.db_url)
-        try:
-            store.migrate()
-            others = registered_replicas(store)
-        except Exception as e:
-            click.echo(f"wharf: cannot use the metadata store: {e}", err=True)
-            sys.exit(EXIT_FAILURE)
-        finally:
-            store.dispose()
-        if others:
-            click.echo(
-                f"wharf: refused: that database already holds a cluster (replica "
-                f"{others[0]}); add this machine with `wharf join --existing-replica-id "
-                f"{others[0]} --db ...`",
-                err=True,
-            )
-            sys.exit(EXIT_REFUSED)
-    if storage_url:
-        _probe(storage_url)
-    prepare(settings)
-    rid = (settings.data_dir / REPLICA_ID_FILE).read_text().strip()
-    config = write_replica_config(
-        settings.data_dir,
-        {
-            "data_dir": settings.data_dir.resolve(),
-            "db": db,
-            "storage": storage_url,
-            "http_addr": http_addr,
-        },
-    )
-    click.echo(f"installed replica {rid}")
-    click.echo(f"start it with: wharf serve --config {config}")
-
-
 @click.command("reconfigure")
 @click.option("--storage", help="New blob storage URL for the whole cluster.")
 @click.option(
@@ -267,4 +186,4 @@ def export_yaml(**where: Any) -> None:
     click.echo(to_yaml(url), nl=False)
 
 
-COMMANDS = (install, reconfigure, storage_group)
+COMMANDS = (reconfigure, storage_group)

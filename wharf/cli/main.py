@@ -94,9 +94,9 @@ def _prepare(settings: Any) -> None:
 
 
 def _register_admin_commands() -> None:
-    from wharf.cli import admin, cluster, jobs
+    from wharf.cli import admin, bootstrap, cluster, jobs
 
-    for command in admin.COMMANDS + cluster.COMMANDS + jobs.COMMANDS:
+    for command in admin.COMMANDS + bootstrap.COMMANDS + cluster.COMMANDS + jobs.COMMANDS:
         main.add_command(command)
 
 
