@@ -9,11 +9,13 @@ from __future__ import annotations
 
 import ipaddress
 import os
+import re
 import tomllib
 from collections.abc import Callable, Mapping
-from dataclasses import dataclass, fields
+from dataclasses import dataclass, fields, replace
 from pathlib import Path
 from typing import Any
+from urllib.parse import urlsplit
 
 
 class ConfigError(ValueError):
@@ -32,7 +34,12 @@ class Settings:
     https_addr: str | None = None
     tls_cert: Path | None = None
     tls_key: Path | None = None
-    plain_http: bool = False  # serve plain HTTP on a non-loopback address
+    # Serve the registry over plain HTTP. Without it, when there is an HTTPS listener, the
+    # plain one only redirects to HTTPS (and serves /ca), on any address.
+    plain_http: bool = False
+    # How clients reach the registry (https://registry.example.com): where the plain
+    # listener redirects to, and the name a generated certificate is made for.
+    external_url: str | None = None
     workers: int = 1
     log_level: str = "info"
     access_log: bool = False
@@ -45,25 +52,50 @@ class Settings:
     def storage_url(self) -> str:
         return self.storage or f"file://{self.data_dir.resolve() / 'storage'}"
 
+    @property
+    def redirect_http(self) -> bool:
+        """The plain-HTTP listener only redirects to HTTPS (and serves /ca)."""
+        return bool(self.https_addr) and not self.plain_http
+
+    @property
+    def tls_managed(self) -> bool:
+        """The TLS files are the cluster's certificate as this replica keeps it
+        (<data-dir>/tls/server.crt and server.key), written from the metadata store at
+        every start and whenever the cluster's certificate changes. Otherwise they are the
+        operator's own, never written by Wharf."""
+        if not (self.tls_cert and self.tls_key):
+            return False
+        tls = (self.data_dir / "tls").resolve()
+        return (self.tls_cert.resolve(), self.tls_key.resolve()) == (
+            tls / "server.crt",
+            tls / "server.key",
+        )
+
     def check(self) -> None:
         """Refuse combinations that cannot work or would be unsafe."""
         if not self.http_addr and not self.https_addr:
             raise ConfigError("nothing to listen on: give --http-addr and/or --https-addr")
         if self.http_addr:
             host, _ = split_addr(self.http_addr)
-            if not _is_loopback(host) and not self.plain_http:
+            if not _is_loopback(host) and not self.plain_http and not self.https_addr:
                 raise ConfigError(
                     f"refusing to serve plain HTTP on {self.http_addr}: clients' credentials "
                     "would cross the network unencrypted. Serve HTTPS with --https-addr "
-                    "--tls-cert --tls-key, or pass --plain-http if a TLS proxy is in front."
+                    "--tls-cert --tls-key (plain HTTP then only redirects to it), or pass "
+                    "--plain-http if a TLS proxy is in front."
                 )
         if self.https_addr:
             split_addr(self.https_addr)
             if not (self.tls_cert and self.tls_key):
                 raise ConfigError("--https-addr needs --tls-cert and --tls-key")
-            for path in (self.tls_cert, self.tls_key):
-                if not path.is_file():
-                    raise ConfigError(f"TLS file not found: {path}")
+            if self.http_addr and split_addr(self.http_addr) == split_addr(self.https_addr):
+                raise ConfigError("--http-addr and --https-addr must differ")
+            # The cluster's own certificate files are (re)written from the metadata store
+            # when the replica starts; the operator's must exist already.
+            if not self.tls_managed:
+                for path in (self.tls_cert, self.tls_key):
+                    if not path.is_file():
+                        raise ConfigError(f"TLS file not found: {path}")
 
 
 _CONVERT: dict[str, Callable[[Any], Any]] = {
@@ -108,7 +140,42 @@ def load_settings(
         raise ConfigError("workers must be between 1 and 64")
     if settings.log_level not in LOG_LEVELS:
         raise ConfigError(f"log_level must be one of {', '.join(LOG_LEVELS)}")
+    if settings.external_url is not None:
+        settings = replace(settings, external_url=parse_external_url(settings.external_url))
     return settings
+
+
+_HOSTNAME = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9-]{1,63}(?<!-))*\.?$")
+
+
+def parse_external_url(value: str) -> str:
+    """The URL clients reach the registry at, normalised to `scheme://host[:port]`:
+    http or https, a DNS name or IP address, no path, query, fragment or credentials."""
+    problem = f"external_url {value!r}: expected https://HOST[:PORT] (or http://)"
+    try:
+        url = urlsplit(value.strip())
+        port = url.port
+    except ValueError:
+        raise ConfigError(f"{problem}: it is not a valid URL") from None
+    if url.scheme not in ("https", "http") or not url.hostname:
+        raise ConfigError(problem)
+    if url.username is not None or url.password is not None:
+        # Not echoed: the value holds a password.
+        raise ConfigError("external_url must not hold credentials: expected https://HOST[:PORT]")
+    if url.path not in ("", "/") or url.query or url.fragment or "?" in value or "#" in value:
+        raise ConfigError(f"{problem}, without a path, query or fragment")
+    host = url.hostname.lower()
+    try:
+        ip = ipaddress.ip_address(host)
+        host = f"[{ip}]" if ip.version == 6 else str(ip)
+    except ValueError:
+        if len(host) > 253 or not _HOSTNAME.match(host):
+            raise ConfigError(f"{problem}: {url.hostname!r} is not a valid host name") from None
+        host = host.rstrip(".")
+    default = 443 if url.scheme == "https" else 80
+    if port == 0:
+        raise ConfigError(f"{problem}: port 0")
+    return f"{url.scheme}://{host}" + (f":{port}" if port not in (None, default) else "")
 
 
 def split_addr(addr: str) -> tuple[str, int]:
