@@ -83,6 +83,23 @@ def _fingerprint(cert_pem: str) -> str:
     return _leaf(cert_pem).fingerprint(hashes.SHA256()).hex()
 
 
+def leaf_fingerprint(chain_pem: str) -> str | None:
+    """SHA-256 (hex) of the first certificate of a PEM chain; None when it holds none."""
+    try:
+        return _fingerprint(chain_pem)
+    except ValueError:
+        return None
+
+
+def last_certificate(chain_pem: str) -> str | None:
+    """The last certificate of a PEM chain (the one closest to its root), as PEM."""
+    try:
+        certs = x509.load_pem_x509_certificates(chain_pem.encode())
+    except ValueError:
+        return None
+    return _pem(certs[-1]) if certs else None
+
+
 # -- names -------------------------------------------------------------------------------
 
 _LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")

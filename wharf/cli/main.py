@@ -44,7 +44,13 @@ def main() -> None:
     "--plain-http",
     is_flag=True,
     default=None,
-    help="Allow plain HTTP on a non-loopback address (behind a TLS proxy).",
+    help="Serve the registry over plain HTTP (behind a TLS proxy); without it, plain HTTP "
+    "only redirects to the HTTPS listener when there is one.",
+)
+@click.option(
+    "--external-url",
+    help="How clients reach the registry (https://registry.example.com): where plain HTTP "
+    "redirects to.",
 )
 @click.option("--workers", type=int, help="Worker processes (default 1).")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]))
@@ -61,6 +67,12 @@ def serve(config_file: Path | None, **flags: Any) -> None:
     # Migrations and the admin account are done in a child process, so that the supervisor
     # of the workers never holds SQLAlchemy, alembic and argon2 in its memory.
     _in_child(_prepare, settings)
+    if settings.https_addr and settings.tls_managed and not settings.tls_cert.is_file():
+        raise click.UsageError(
+            f"{settings.tls_cert} does not exist and the cluster has no certificate to write "
+            "there: create one with `wharf reconfigure --regenerate-certs` (or --cert-file "
+            "--key-file), or give your own files with --tls-cert and --tls-key"
+        )
     try:
         run_server(settings)
     except OSError as e:
