@@ -8,15 +8,18 @@ import sys
 from pathlib import Path
 
 from wharf.auth.passwords import hash_password
-from wharf.cluster import register, replica_id
+from wharf.cluster import ReplicaRemoved, register, replica_id
 from wharf.config import Settings
 from wharf.metadata.identity import IdentityStore
 from wharf.metadata.store import MetadataStore
 from wharf.storage.config import StorageMismatch, resolve_storage_url
+from wharf.tls import sync_files
+from wharf.upgrade.engine import UpgradeRefused, check_start, initialize, read_state
 
 EXIT_REFUSED = 3
 ADMIN_USERNAME = "admin"
 ADMIN_PASSWORD_FILE = "admin-password"  # noqa: S105 - a file name
+ADMIN_PASSWORD_ENV = "WHARF_ADMIN_PASSWORD"  # noqa: S105 - a variable name
 
 
 def prepare(settings: Settings) -> None:
@@ -24,16 +27,21 @@ def prepare(settings: Settings) -> None:
     settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
     store = MetadataStore(settings.db_url)
     try:
-        store.migrate()
+        try:
+            if read_state(store).version is None:
+                initialize(store)  # a new cluster, created by its first replica
+            else:
+                check_start(store)
+            identities = IdentityStore(store)
+            resolve_storage_url(settings, identities, record=True)
+            register(store, replica_id(settings.data_dir), advertised_address(settings))
+        except (UpgradeRefused, StorageMismatch, ReplicaRemoved) as e:
+            print(f"wharf: refused: {e}", file=sys.stderr)
+            sys.exit(EXIT_REFUSED)
         if store.embedded:  # this replica is the only one, and it is not running yet
             store.clear_upload_leases()
         ensure_admin(store, settings.data_dir)
-        try:
-            resolve_storage_url(settings, IdentityStore(store), record=True)
-        except StorageMismatch as e:
-            print(f"wharf: refused: {e}", file=sys.stderr)
-            sys.exit(EXIT_REFUSED)
-        register(store, replica_id(settings.data_dir), advertised_address(settings))
+        sync_files(settings.data_dir, identities)
     finally:
         store.dispose()
 
@@ -49,7 +57,7 @@ def ensure_admin(store: MetadataStore, data_dir: Path) -> None:
     printed once and saved (mode 0600) in the data directory."""
     if store.get_user(ADMIN_USERNAME) is not None:
         return
-    password = os.environ.get("WHARF_ADMIN_PASSWORD")
+    password = os.environ.get(ADMIN_PASSWORD_ENV)
     generated = not password
     if generated:
         password = secrets.token_urlsafe(18)

@@ -19,14 +19,15 @@ from typing import Any
 
 from sqlalchemy import select, text
 
-from wharf import __version__
 from wharf.metadata import schema as t
 from wharf.metadata.store import MetadataStore, aware, utcnow
 from wharf.storage import StorageDriver
+from wharf.upgrade.history import software_version
 
 log = logging.getLogger("wharf.cluster")
 
 REPLICA_ID_FILE = "replica-id"
+PID_FILE = "wharf.pid"  # written by `wharf serve` (wharf.server)
 HEARTBEAT_SECONDS = 10.0
 # A replica whose last heartbeat is older than this is reported unhealthy.
 STALE_SECONDS = 3 * HEARTBEAT_SECONDS
@@ -47,17 +48,29 @@ def replica_id(data_dir: Path) -> str:
     return value
 
 
+class ReplicaRemoved(Exception):
+    """This replica was removed from the cluster (`wharf remove`)."""
+
+
 def register(store: MetadataStore, rid: str, address: str) -> None:
-    """Record this replica as (re)started now."""
+    """Record this replica as (re)started now; ReplicaRemoved if it was removed."""
     now = utcnow()
     values = {
         "hostname": socket.gethostname()[:255],
         "address": address[:255],
-        "version": __version__,
+        "version": software_version(),
         "started_at": now,
         "heartbeat_at": now,
     }
     with store._write() as conn:
+        removed = conn.execute(
+            select(t.replicas.c.removed_at).where(t.replicas.c.id == rid)
+        ).scalar()
+        if removed is not None:
+            raise ReplicaRemoved(
+                f"replica {rid} was removed from the cluster on {aware(removed):%Y-%m-%d %H:%M} "
+                "UTC; to serve again, `wharf destroy` this data directory and `wharf join` anew"
+            )
         conn.execute(
             store._insert(t.replicas)
             .values(id=rid, **values)
@@ -66,26 +79,102 @@ def register(store: MetadataStore, rid: str, address: str) -> None:
 
 
 def registered_replicas(store: MetadataStore) -> list[str]:
-    """Ids of every replica the cluster knows, healthy or not."""
+    """Ids of every replica in the cluster (not removed), healthy or not."""
     with store.engine.connect() as conn:
-        return list(conn.execute(select(t.replicas.c.id).order_by(t.replicas.c.id)).scalars())
-
-
-def beat(store: MetadataStore, rid: str) -> None:
-    with store._write(durable=False) as conn:
-        conn.execute(
-            t.replicas.update().where(t.replicas.c.id == rid).values(heartbeat_at=utcnow())
+        return list(
+            conn.execute(
+                select(t.replicas.c.id)
+                .where(t.replicas.c.removed_at.is_(None))
+                .order_by(t.replicas.c.id)
+            ).scalars()
         )
 
 
-async def heartbeat_forever(store: MetadataStore, rid: str) -> None:
-    """Run in every worker of the replica (they share the row; any one alive keeps it fresh)."""
+def beat(store: MetadataStore, rid: str) -> bool:
+    """Refresh this replica's heartbeat; False when it has been removed from the cluster."""
+    with store._write(durable=False) as conn:
+        result = conn.execute(
+            t.replicas.update()
+            .where(t.replicas.c.id == rid, t.replicas.c.removed_at.is_(None))
+            .values(heartbeat_at=utcnow())
+        )
+    return result.rowcount > 0
+
+
+async def heartbeat_forever(store: MetadataStore, rid: str, data_dir: Path | None = None) -> None:
+    """Run in every worker of the replica (they share the row; any one alive keeps it fresh).
+    A replica removed from the cluster stops serving."""
     while True:
         await asyncio.sleep(HEARTBEAT_SECONDS)
         try:
-            await asyncio.to_thread(beat, store, rid)
+            alive = await asyncio.to_thread(beat, store, rid)
         except Exception:
             log.exception("replica heartbeat failed")
+            continue
+        if not alive:
+            log.warning("replica %s was removed from the cluster; stopping", rid)
+            _stop_replica(data_dir)
+            return
+
+
+def _stop_replica(data_dir: Path | None) -> None:
+    """SIGTERM the replica's main process (its pid file), or this process. Its running job
+    goes back to waiting as at any shutdown."""
+    import signal
+
+    try:
+        assert data_dir is not None
+        pid = int((data_dir / PID_FILE).read_text().split()[0])
+    except (AssertionError, OSError, ValueError, IndexError):
+        pid = os.getpid()
+    try:
+        os.kill(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        os.kill(os.getpid(), signal.SIGTERM)
+
+
+def running_pid(data_dir: Path) -> int | None:
+    """The pid of the `wharf serve` running on this data directory, if one runs."""
+    try:
+        pid = int((data_dir / PID_FILE).read_text().split()[0])
+        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
+    except (OSError, ValueError, IndexError):
+        return None
+    return pid if b"wharf" in cmdline else None
+
+
+class RemoveRefused(Exception):
+    """Removing this replica would break the cluster; the message says why."""
+
+
+def remove(store: MetadataStore, rid: str) -> list[dict[str, Any]]:
+    """Take replica `rid` out of the cluster (it stops at its next heartbeat and may not
+    start again). Refused for an unknown replica and for the last healthy one. Returns the
+    replicas that remain."""
+    report = status(store, None)
+    replicas = {r["id"]: r for r in report["replicas"]}
+    if rid not in replicas:
+        known = ", ".join(sorted(replicas)) or "none"
+        raise RemoveRefused(f"the cluster has no replica {rid!r} (its replicas: {known})")
+    others = [r for r in report["replicas"] if r["id"] != rid]
+    if not others:
+        raise RemoveRefused(
+            f"{rid} is the cluster's only replica; removing it would leave no cluster. To "
+            f"delete the installation, use `wharf destroy --replica-id {rid}`"
+        )
+    if replicas[rid]["healthy"] and not any(r["healthy"] for r in others):
+        raise RemoveRefused(
+            f"{rid} is the cluster's last healthy replica (the others have not sent a "
+            f"heartbeat for {STALE_SECONDS:.0f} s); start another replica, or remove the "
+            "unhealthy ones first"
+        )
+    with store._write() as conn:
+        conn.execute(
+            t.replicas.update()
+            .where(t.replicas.c.id == rid, t.replicas.c.removed_at.is_(None))
+            .values(removed_at=utcnow())
+        )
+    return others
 
 
 def status(store: MetadataStore, storage: StorageDriver | None) -> dict[str, Any]:
@@ -94,7 +183,15 @@ def status(store: MetadataStore, storage: StorageDriver | None) -> dict[str, Any
     started = time.monotonic()
     try:
         with store._read() as conn:
-            rows = conn.execute(select(t.replicas).order_by(t.replicas.c.id)).mappings().all()
+            rows = (
+                conn.execute(
+                    select(t.replicas)
+                    .where(t.replicas.c.removed_at.is_(None))
+                    .order_by(t.replicas.c.id)
+                )
+                .mappings()
+                .all()
+            )
             revision = conn.execute(text("SELECT version_num FROM alembic_version")).scalar()
         report["database"] = {
             "healthy": True,
@@ -123,12 +220,28 @@ def status(store: MetadataStore, storage: StorageDriver | None) -> dict[str, Any
         )
     if storage is not None:
         report["storage"] = storage_probe(storage)
+    report["cluster"] = _cluster_facts(store)
     report["healthy"] = (
         report["database"].get("healthy", False)
         and report["storage"].get("healthy", True)
         and any(r["healthy"] for r in report["replicas"])
     )
     return report
+
+
+def _cluster_facts(store: MetadataStore) -> dict[str, Any]:
+    from wharf.upgrade.engine import cluster_record, read_state
+
+    try:
+        state = read_state(store)
+        record = cluster_record(store)
+    except Exception:  # the database section already reports it
+        return {}
+    return {
+        "version": state.version,
+        "externalUrl": record.get("externalUrl"),
+        "upgrade": state.upgrade,
+    }
 
 
 def storage_probe(storage: StorageDriver) -> dict[str, Any]:

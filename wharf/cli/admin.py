@@ -63,9 +63,15 @@ def services_for(data_dir: Path | None, config_file: Path | None, db: str | None
     except ConfigError as e:
         raise click.UsageError(str(e)) from None
     require_installation(settings)
+    from wharf.upgrade.engine import UpgradeRefused, check_start
+
     services = build_services(settings)
     try:
-        services.store.migrate()
+        try:
+            check_start(services.store)
+        except UpgradeRefused as e:
+            click.echo(f"wharf: refused: {e}", err=True)
+            sys.exit(EXIT_REFUSED)
         yield services
     except NotAuthorized as e:
         click.echo(f"wharf: {e.message}", err=True)
@@ -370,6 +376,7 @@ def migrate_metadata(target_url: str, overwrite: bool, **where: Any) -> None:
     """
     from wharf.metadata.store import MetadataStore
     from wharf.metadata.transfer import TargetNotEmpty, transfer
+    from wharf.upgrade.engine import UpgradeRefused
 
     try:
         settings = load_settings(where.pop("config_file"), where)
@@ -383,6 +390,9 @@ def migrate_metadata(target_url: str, overwrite: bool, **where: Any) -> None:
     source, target = MetadataStore(settings.db_url), MetadataStore(target_url)
     try:
         report = transfer(source, target, overwrite=overwrite)
+    except UpgradeRefused as e:
+        click.echo(f"wharf: refused: {e}", err=True)
+        sys.exit(EXIT_REFUSED)
     except TargetNotEmpty as e:
         click.echo(
             f"wharf: refused: {e}. Point --to at an empty database, or add --overwrite to "

@@ -1,10 +1,17 @@
-"""The bootstrapper: `wharf install`, `join`, `status` (and, in time, `remove`, `destroy`,
-`upgrade`): how a cluster and its replicas are created, inspected and removed.
+"""The bootstrapper: `wharf install`, `join`, `remove`, `destroy`, `upgrade` and `status`: how
+a cluster and its replicas are created, grown, upgraded, inspected and taken apart.
+
+Exit codes (PRODUCT.md): 0 success, 1 failure, 2 bad usage, 3 refused by a rule; every
+refusal says why and what to do instead.
 """
 
 from __future__ import annotations
 
+import os
+import shutil
+import socket
 import sys
+import time
 from pathlib import Path
 from typing import Any
 
@@ -20,16 +27,75 @@ from wharf.cli.admin import (
 from wharf.cli.cluster import _probe, _storage_from
 from wharf.config import ConfigError, load_settings, write_replica_config
 
+TLS_DIR = "tls"
+ALL_INTERFACES = "0.0.0.0"  # noqa: S104 - a registry serves the network; HTTPS by default
+
+
+def _refuse(message: str) -> None:
+    click.echo(f"wharf: refused: {message}", err=True)
+    sys.exit(EXIT_REFUSED)
+
+
+def _fail(message: str) -> None:
+    click.echo(f"wharf: {message}", err=True)
+    sys.exit(EXIT_FAILURE)
+
+
+def _port(value: int, flag: str) -> int:
+    if not 1 <= value <= 65535:
+        raise click.UsageError(f"{flag} must be a port number from 1 to 65535")
+    return value
+
+
+def _listener_config(
+    data_dir: Path, bind: str, http_port: int, https_port: int | None, external_url: str | None
+) -> dict[str, Any]:
+    """A replica's listeners: HTTPS with the cluster's certificate and plain HTTP that only
+    redirects to it; or, without https_port (a TLS proxy in front), plain HTTP that serves."""
+    host = f"[{bind}]" if ":" in bind else bind
+    values: dict[str, Any] = {"http_addr": f"{host}:{http_port}", "external_url": external_url}
+    if https_port is None:
+        values["plain_http"] = True
+    else:
+        tls = data_dir.resolve() / TLS_DIR
+        values.update(
+            https_addr=f"{host}:{https_port}",
+            tls_cert=tls / "server.crt",
+            tls_key=tls / "server.key",
+        )
+    return values
+
+
+def _interactive(non_interactive: bool) -> bool:
+    return not non_interactive and sys.stdin.isatty()
+
 
 @click.command("install")
-@click.option("--db", help="Metadata store: sqlite:///path (default) or postgresql://...")
+@click.option(
+    "--external-url",
+    help="The URL clients use, e.g. https://registry.example.com (default https://<hostname>); "
+    "the certificate is made for its host.",
+)
+@click.option("--http-port", type=int, help="Plain HTTP port (redirects to HTTPS; default 80).")
+@click.option("--https-port", type=int, help="HTTPS port (default 443).")
+@click.option(
+    "--bind-address", default=ALL_INTERFACES, show_default=True, help="Address the ports listen on."
+)
+@click.option("--cert-file", type=click.Path(path_type=Path, exists=True, dir_okay=False))
+@click.option("--key-file", type=click.Path(path_type=Path, exists=True, dir_okay=False))
+@click.option("--ca-file", type=click.Path(path_type=Path, exists=True, dir_okay=False))
+@click.option(
+    "--plain-http",
+    is_flag=True,
+    help="No TLS: serve plain HTTP on --http-port only (a TLS proxy terminates in front).",
+)
+@click.option("--db", help="Metadata store: sqlite:///path (default: embedded) or postgresql://...")
 @click.option("--storage", help="Blob storage URL (default: the data directory).")
 @click.option(
     "--storage-yaml",
     type=click.Path(path_type=Path, exists=True, dir_okay=False),
     help="Blob storage as a reference-registry YAML file (its `storage:` section).",
 )
-@click.option("--http-addr", default="127.0.0.1:5000", show_default=True)
 @click.option("--non-interactive", is_flag=True, help="Never prompt (secrets from environment).")
 @click.option(
     "--data-dir",
@@ -38,67 +104,129 @@ from wharf.config import ConfigError, load_settings, write_replica_config
     help="This replica's data directory (default ./wharf-data).",
 )
 def install(
+    external_url: str | None,
+    http_port: int | None,
+    https_port: int | None,
+    bind_address: str,
+    cert_file: Path | None,
+    key_file: Path | None,
+    ca_file: Path | None,
+    plain_http: bool,
     db: str | None,
     storage: str | None,
     storage_yaml: Path | None,
-    http_addr: str,
     non_interactive: bool,
     data_dir: Path | None,
 ) -> None:
-    """Create a new cluster and its first replica: metadata store, blob storage, first admin
-    (password from WHARF_ADMIN_PASSWORD, or generated and saved 0600 in the data directory)."""
-    from wharf.bootstrap import prepare
-    from wharf.cluster import REPLICA_ID_FILE, registered_replicas
-    from wharf.metadata.store import MetadataStore
+    """Create a new cluster and its first replica: replica id, configuration, a self-signed
+    CA and server certificate for --external-url (or the operator's certificate), ports,
+    metadata store, blob storage and the first admin (password from WHARF_ADMIN_PASSWORD or a
+    prompt; generated and saved 0600 in the data directory when neither is available).
 
+    On a terminal, every value not given as a flag is asked for; --non-interactive never
+    asks."""
+    from wharf import tls
+    from wharf.bootstrap import ADMIN_PASSWORD_ENV, prepare
+    from wharf.cluster import REPLICA_ID_FILE
+    from wharf.metadata.identity import IdentityStore
+    from wharf.metadata.store import MetadataStore
+    from wharf.upgrade.engine import initialize, read_state
+
+    ask = _interactive(non_interactive)
+    hostname = socket.getfqdn() or socket.gethostname()
+    if external_url is None and ask:
+        scheme = "http" if plain_http else "https"
+        external_url = click.prompt("External URL", default=f"{scheme}://{hostname}")
+    if http_port is None:
+        http_port = click.prompt("HTTP port", default=80, type=int) if ask else 80
+    if https_port is None and not plain_http:
+        https_port = click.prompt("HTTPS port", default=443, type=int) if ask else 443
+    if plain_http and (cert_file or key_file or ca_file):
+        raise click.UsageError("--plain-http serves no TLS: leave out the certificate files")
+    if db is None and ask:
+        db = click.prompt("Metadata store (sqlite:///... or postgresql://...)", default="embedded")
+        db = None if db == "embedded" else db
+    if storage is None and storage_yaml is None and ask:
+        storage = click.prompt("Blob storage URL", default="local")
+        storage = None if storage == "local" else storage
+    _port(http_port, "--http-port")
+    if https_port is not None:
+        _port(https_port, "--https-port")
+        if https_port == http_port:
+            raise click.UsageError("--http-port and --https-port must differ")
+    if bool(cert_file) != bool(key_file):
+        raise click.UsageError("--cert-file and --key-file go together")
+    if ca_file and not cert_file:
+        raise click.UsageError("--ca-file needs --cert-file and --key-file")
+    if not os.environ.get(ADMIN_PASSWORD_ENV) and ask:
+        password = click.prompt(
+            "Password for the first admin (admin)", hide_input=True, confirmation_prompt=True
+        )
+        os.environ[ADMIN_PASSWORD_ENV] = password  # read by prepare(); never a command line
+
+    # Everything is checked before anything is written.
+    material = None
+    try:
+        if cert_file and key_file:
+            material = tls.from_files(cert_file, key_file, ca_file)
+        elif not plain_http:
+            material = tls.self_signed(tls.names_for(external_url))
+        else:
+            tls.names_for(external_url)  # validates the URL
+    except tls.TLSError as e:
+        raise click.UsageError(str(e)) from None
     base = data_dir or Path("wharf-data")
     storage_url = _storage_from(storage, storage_yaml, base)
+    values = {
+        "data_dir": base.resolve(),
+        "db": db,
+        "storage": storage_url,
+        **_listener_config(base, bind_address, http_port, https_port, external_url),
+    }
     try:
-        settings = load_settings(
-            None, {"data_dir": data_dir, "db": db, "storage": storage_url, "http_addr": http_addr}
-        )
-        settings.check()
+        settings = load_settings(None, {**values, "tls_cert": None, "tls_key": None})
     except ConfigError as e:
         raise click.UsageError(str(e)) from None
     if (settings.data_dir / REPLICA_ID_FILE).exists() or (settings.data_dir / "wharf.db").exists():
-        click.echo(
-            f"wharf: refused: {settings.data_dir} already holds an installation; give another "
-            "--data-dir (or `wharf destroy` this one first)",
-            err=True,
+        _refuse(
+            f"{settings.data_dir} already holds an installation; give another --data-dir "
+            "(or `wharf destroy` this one first)"
         )
-        sys.exit(EXIT_REFUSED)
-    if not settings.db_url.startswith("sqlite"):
-        store = MetadataStore(settings.db_url)
+    settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    store = MetadataStore(settings.db_url)
+    try:
         try:
-            store.migrate()
-            others = registered_replicas(store)
+            existing = read_state(store)
         except Exception as e:
-            click.echo(f"wharf: cannot use the metadata store: {e}", err=True)
-            sys.exit(EXIT_FAILURE)
-        finally:
-            store.dispose()
-        if others:
-            click.echo(
-                f"wharf: refused: that database already holds a cluster (replica "
-                f"{others[0]}); add this machine with `wharf join --existing-replica-id "
-                f"{others[0]} --db ...`",
-                err=True,
+            _fail(f"cannot use the metadata store: {str(e).splitlines()[0]}")
+        if existing.version is not None:
+            from wharf.cluster import registered_replicas
+
+            others = registered_replicas(store) if existing.schema else []
+            peer = others[0] if others else "ID"
+            _refuse(
+                f"that database already holds a Wharf {existing.version} cluster (replica "
+                f"{peer}); add this machine with `wharf join --existing-replica-id {peer} "
+                "--db ...`"
             )
-            sys.exit(EXIT_REFUSED)
-    if storage_url:
-        _probe(storage_url)
+        if storage_url:
+            _probe(storage_url)
+        initialize(store, {"externalUrl": external_url})
+        if material is not None:
+            tls.save(IdentityStore(store), material)
+    finally:
+        store.dispose()
     prepare(settings)
     rid = (settings.data_dir / REPLICA_ID_FILE).read_text().strip()
-    config = write_replica_config(
-        settings.data_dir,
-        {
-            "data_dir": settings.data_dir.resolve(),
-            "db": db,
-            "storage": storage_url,
-            "http_addr": http_addr,
-        },
-    )
-    click.echo(f"installed replica {rid}")
+    config = write_replica_config(settings.data_dir, values)
+    click.echo(f"installed replica {rid} of a new cluster at {external_url or 'this machine'}")
+    if material is not None:
+        kind = "self-signed (a new CA)" if material.self_signed else "yours"
+        click.echo(
+            f"TLS certificate: {kind}, valid until {material.not_after():%Y-%m-%d}; clients "
+            f"trust the CA served at {external_url or 'https://<host>'}/ca "
+            f"(also in {settings.data_dir.resolve() / TLS_DIR / 'ca.crt'})"
+        )
     click.echo(f"start it with: wharf serve --config {config}")
 
 
@@ -136,6 +264,11 @@ def status(as_json: bool, **where: Any) -> None:
     if as_json:
         emit(report)
     else:
+        cluster = report.get("cluster", {})
+        click.echo(f"cluster version {cluster.get('version')}")
+        if cluster.get("upgrade"):
+            u = cluster["upgrade"]
+            click.echo(f"UPGRADE IN PROGRESS from {u['from']} to {u['to']}: run `wharf upgrade`")
         db = report["database"]
         state = "healthy" if db.get("healthy") else f"UNHEALTHY: {db.get('error')}"
         kind = "embedded SQLite" if db.get("embedded") else db.get("dialect", "?")
@@ -150,6 +283,11 @@ def status(as_json: bool, **where: Any) -> None:
                 f"  {r['id']}  {r['version']:<8} {r['address']:<28} {health:<9}"
                 f" heartbeat {r['secondsSinceHeartbeat']:.0f}s ago on {r['hostname']}"
             )
+        count = len(report["replicas"])
+        if count > 1 and count % 2 == 0:
+            click.echo(
+                f"warning: {count} replicas; an odd number (3, 5 or 7) is recommended", err=True
+            )
     sys.exit(0 if report["healthy"] else EXIT_FAILURE)
 
 
@@ -157,7 +295,16 @@ def status(as_json: bool, **where: Any) -> None:
 @click.option("--existing-replica-id", required=True, help="Id of a replica of the cluster.")
 @click.option("--db", help="The cluster's metadata store, postgresql://user@host/db.")
 @click.option("--storage", help="The cluster's blob storage (default: the one it records).")
-@click.option("--http-addr", default="127.0.0.1:5000", show_default=True)
+@click.option("--http-port", type=int, help="Plain HTTP port (default 80).")
+@click.option("--https-port", type=int, help="HTTPS port (default 443).")
+@click.option(
+    "--bind-address", default=ALL_INTERFACES, show_default=True, help="Address the ports listen on."
+)
+@click.option(
+    "--http-addr",
+    help="Plain HTTP HOST:PORT for a cluster without TLS (one served behind a TLS proxy, or "
+    "loopback only); overrides the ports.",
+)
 @click.option(
     "--data-dir",
     type=click.Path(path_type=Path),
@@ -168,119 +315,315 @@ def join(
     existing_replica_id: str,
     db: str | None,
     storage: str | None,
-    http_addr: str,
+    http_port: int | None,
+    https_port: int | None,
+    bind_address: str,
+    http_addr: str | None,
     data_dir: Path | None,
 ) -> None:
     """Add a replica to an existing cluster that shares a PostgreSQL metadata store.
 
-    Checks the cluster (its store, the replica named, the software version), creates this
-    replica's id and configuration (<data-dir>/wharf.toml), and registers it.
-    """
+    Checks the cluster (its store, the replica named, its version against this software's,
+    its storage), creates this replica's id, certificate files and configuration
+    (<data-dir>/wharf.toml), and registers it."""
+    from wharf import tls
     from wharf.bootstrap import advertised_address
     from wharf.cluster import REPLICA_ID_FILE, register, replica_id
     from wharf.cluster import status as cluster_status
+    from wharf.metadata.identity import IdentityStore
     from wharf.metadata.store import MetadataStore
+    from wharf.storage.config import STORAGE_SETTING
+    from wharf.upgrade.engine import UpgradeRefused, check_start, cluster_record
+    from wharf.upgrade.history import software_version
 
     try:
-        settings = load_settings(
-            None, {"data_dir": data_dir, "db": db, "storage": storage, "http_addr": http_addr}
-        )
+        settings = load_settings(None, {"data_dir": data_dir, "db": db, "storage": storage})
     except ConfigError as e:
         raise click.UsageError(str(e)) from None
     if settings.db_url.startswith("sqlite"):
-        click.echo(
-            "wharf: refused: the cluster's metadata store is the embedded SQLite store, which "
-            "serves exactly one replica. Move it to PostgreSQL first (stop the registry, run "
-            "`wharf migrate-metadata --to postgresql://...`, start it with --db), then join "
-            "with --db pointing at that database.",
-            err=True,
+        _refuse(
+            "the cluster's metadata store is the embedded SQLite store, which serves exactly "
+            "one replica. Move it to PostgreSQL first (stop the registry, run `wharf "
+            "migrate-metadata --to postgresql://...`, start it with --db), then join with --db "
+            "pointing at that database."
         )
-        sys.exit(EXIT_REFUSED)
     existing = settings.data_dir / REPLICA_ID_FILE
     if existing.exists():
-        click.echo(
-            f"wharf: refused: {settings.data_dir} already holds replica "
-            f"{existing.read_text().strip()}; give another --data-dir",
-            err=True,
+        _refuse(
+            f"{settings.data_dir} already holds replica {existing.read_text().strip()}; give "
+            "another --data-dir"
         )
-        sys.exit(EXIT_REFUSED)
     store = MetadataStore(settings.db_url)
     try:
         try:
             report = cluster_status(store, None)
         except Exception as e:
-            click.echo(f"wharf: cannot read the cluster's metadata store: {e}", err=True)
-            sys.exit(EXIT_FAILURE)
+            _fail(f"cannot read the cluster's metadata store: {e}")
         if not report["database"].get("healthy"):
-            click.echo(
-                "wharf: refused: no Wharf cluster in that database "
-                f"({report['database'].get('error')})",
-                err=True,
-            )
-            sys.exit(EXIT_REFUSED)
+            _refuse(f"no Wharf cluster in that database ({report['database'].get('error')})")
         replicas = {r["id"]: r for r in report["replicas"]}
-        peer = replicas.get(existing_replica_id)
-        if peer is None:
+        if existing_replica_id not in replicas:
             known = ", ".join(sorted(replicas)) or "none"
-            click.echo(
-                f"wharf: refused: the cluster has no replica {existing_replica_id!r} "
-                f"(its replicas: {known}; `wharf status` lists them)",
-                err=True,
+            _refuse(
+                f"the cluster has no replica {existing_replica_id!r} (its replicas: {known}; "
+                "`wharf status` lists them)"
             )
-            sys.exit(EXIT_REFUSED)
-        from wharf import __version__
-        from wharf.metadata.identity import IdentityStore
-        from wharf.storage.config import STORAGE_SETTING
-
-        recorded = IdentityStore(store).get_setting(STORAGE_SETTING)
+        try:
+            check_start(store)
+        except UpgradeRefused as e:
+            _refuse(f"this replica could not start: {e}")
+        identities = IdentityStore(store)
+        recorded = identities.get_setting(STORAGE_SETTING)
         if recorded == "":
-            click.echo(
-                "wharf: refused: the cluster keeps its blobs in its replica's own data "
-                "directory, which no other replica can reach. Move them to shared storage "
-                "first (`wharf reconfigure --storage s3://...|gs://...|az://...|file:///nfs/...` "
-                "with --storage-migrated once copied), then join.",
-                err=True,
+            _refuse(
+                "the cluster keeps its blobs in its replica's own data directory, which no "
+                "other replica can reach. Move them to shared storage first (`wharf reconfigure "
+                "--storage s3://...|gs://...|az://...|file:///nfs/...` with --storage-migrated "
+                "once copied), then join."
             )
-            sys.exit(EXIT_REFUSED)
         if storage and recorded and storage != recorded:
-            click.echo(
-                f"wharf: refused: the cluster's blob storage is {recorded}, not {storage}; "
-                "every replica must use the same storage (leave out --storage to take it)",
-                err=True,
+            _refuse(
+                f"the cluster's blob storage is {recorded}, not {storage}; every replica must "
+                "use the same storage (leave out --storage to take it)"
             )
-            sys.exit(EXIT_REFUSED)
         storage = storage or recorded
-
-        if peer["version"] != __version__:
-            click.echo(
-                f"wharf: refused: the cluster runs Wharf {peer['version']} and this is "
-                f"{__version__}. Join with the cluster's version, or upgrade the cluster first.",
-                err=True,
+        cluster = cluster_record(store)
+        material = tls.load(identities)
+        if http_addr:
+            listeners: dict[str, Any] = {"http_addr": http_addr}
+        else:
+            listeners = _listener_config(
+                settings.data_dir,
+                bind_address,
+                _port(http_port or 80, "--http-port"),
+                _port(https_port or 443, "--https-port") if material else None,
+                cluster.get("externalUrl"),
             )
-            sys.exit(EXIT_REFUSED)
         settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         rid = replica_id(settings.data_dir)
-        register(store, rid, advertised_address(settings))
-    finally:
-        store.dispose()
-    config = write_replica_config(
-        settings.data_dir,
-        {
+        values = {
             "data_dir": settings.data_dir.resolve(),
             "db": db,
             "storage": storage,
-            "http_addr": http_addr,
-        },
-    )
+            **listeners,
+        }
+        joined = load_settings(None, {**values, "tls_cert": None, "tls_key": None})
+        register(store, rid, advertised_address(joined))
+        tls.sync_files(settings.data_dir, identities)
+    finally:
+        store.dispose()
+    config = write_replica_config(settings.data_dir, values)
     count = len(replicas) + 1
-    click.echo(f"joined the cluster as replica {rid} ({count} replicas)")
+    click.echo(
+        f"joined the cluster as replica {rid} ({count} replicas, Wharf {software_version()})"
+    )
     click.echo(f"start it with: wharf serve --config {config}")
-    if count % 2 == 0:
+    _warn_even(count)
+
+
+def _warn_even(count: int) -> None:
+    if count > 1 and count % 2 == 0:
         click.echo(
-            f"warning: {count} replicas; an odd number (3, 5 or 7) is recommended for "
-            "high availability",
+            f"warning: {count} replicas; an odd number (3, 5 or 7) is recommended for high "
+            "availability (a majority must stay healthy)",
             err=True,
         )
 
 
-COMMANDS = (install, join, status)
+def _open_store(where: dict[str, Any]) -> tuple[Any, Any]:
+    from wharf.metadata.store import MetadataStore
+
+    try:
+        settings = load_settings(where.pop("config_file"), where)
+    except ConfigError as e:
+        raise click.UsageError(str(e)) from None
+    require_installation(settings)
+    return settings, MetadataStore(settings.db_url)
+
+
+@click.command("remove")
+@click.option("--replica-id", required=True, help="The replica to take out of the cluster.")
+@installation_options
+def remove(replica_id: str, **where: Any) -> None:
+    """Remove a replica from the cluster. It stops serving within seconds and may not start
+    again (destroy its data directory, or join anew). Refused for the cluster's last healthy
+    replica."""
+    from wharf.cluster import RemoveRefused
+    from wharf.cluster import remove as remove_replica
+
+    _, store = _open_store(where)
+    try:
+        remaining = remove_replica(store, replica_id)
+    except RemoveRefused as e:
+        _refuse(str(e))
+    finally:
+        store.dispose()
+    click.echo(f"removed replica {replica_id}; {len(remaining)} remain")
+    click.echo(f"its data directory can now be deleted: wharf destroy --replica-id {replica_id}")
+    _warn_even(len(remaining))
+
+
+@click.command("destroy")
+@click.option("--replica-id", required=True, help="The replica whose data is removed.")
+@click.option("--force", is_flag=True, help="Do not ask for confirmation.")
+@installation_options
+def destroy(replica_id: str, force: bool, **where: Any) -> None:
+    """Remove all data of one replica: its data directory (with the embedded store and local
+    blobs, when it has them). Blob storage and a PostgreSQL store that other replicas share
+    are left alone. The replica must be stopped."""
+    from wharf.cluster import REPLICA_ID_FILE, RemoveRefused, registered_replicas, running_pid
+    from wharf.cluster import remove as remove_replica
+    from wharf.metadata.store import MetadataStore
+
+    try:
+        settings = load_settings(where.pop("config_file"), where)
+    except ConfigError as e:
+        raise click.UsageError(str(e)) from None
+    data_dir = settings.data_dir.resolve()
+    try:
+        found = (data_dir / REPLICA_ID_FILE).read_text().strip()
+    except OSError:
+        _fail(f"no replica in {data_dir} (no {REPLICA_ID_FILE} file); give --data-dir")
+    if found != replica_id:
+        _refuse(f"{data_dir} holds replica {found}, not {replica_id}")
+    pid = running_pid(data_dir)
+    if pid is not None:
+        _refuse(f"replica {replica_id} is running (pid {pid}); stop it first")
+    shared = not settings.db_url.startswith("sqlite")
+    local_storage = settings.storage is None or str(settings.storage).startswith(
+        f"file://{data_dir}"
+    )
+    what = f"every file of replica {replica_id} in {data_dir}"
+    kept = []
+    if shared:
+        kept.append("the shared metadata store")
+    if not local_storage:
+        kept.append(f"the blob storage {settings.storage}")
+    if not force:
+        if not sys.stdin.isatty():
+            raise click.UsageError("not on a terminal: give --force to destroy without asking")
+        suffix = f" ({' and '.join(kept)} will be kept)" if kept else ""
+        click.confirm(f"Delete {what}{suffix}?", abort=True)
+    if shared:
+        store = MetadataStore(settings.db_url)
+        try:
+            if replica_id in registered_replicas(store):
+                remove_replica(store, replica_id)
+                click.echo(f"removed replica {replica_id} from the cluster")
+        except RemoveRefused:
+            click.echo(
+                f"replica {replica_id} was the cluster's last; its metadata stays in the "
+                "shared store (drop that database to delete it)"
+            )
+        except Exception as e:  # the store is gone: the local data still goes
+            click.echo(f"warning: could not reach the metadata store ({e})", err=True)
+        finally:
+            store.dispose()
+    shutil.rmtree(data_dir)
+    click.echo(f"destroyed {what}")
+    for item in kept:
+        click.echo(f"kept {item}")
+
+
+@click.command("upgrade")
+@click.option(
+    "--plan", "plan_only", is_flag=True, help="Only say whether --from -> --to is supported."
+)
+@click.option("--from", "from_version", help="With --plan: the version upgraded from.")
+@click.option("--to", "to_version", help="With --plan: the version upgraded to.")
+@click.option(
+    "--no-restart", is_flag=True, help="Upgrade the metadata but leave the local replica running."
+)
+@installation_options
+def upgrade(
+    plan_only: bool,
+    from_version: str | None,
+    to_version: str | None,
+    no_restart: bool,
+    **where: Any,
+) -> None:
+    """Upgrade the cluster to the software version installed here, then restart this
+    machine's replica on it (a few seconds without accepting; no connection refused).
+    Resumable: run it again after a failure or interruption and it continues. Then, on each
+    other machine, install the same version and run `wharf upgrade` there: replicas are
+    replaced one at a time.
+
+    `--plan --from X --to Y` answers for any pair: exit 0 when the path is supported, 3 when
+    not (with the reason and the path to take instead)."""
+    from wharf.upgrade.engine import UpgradeRefused, read_state
+    from wharf.upgrade.engine import upgrade as run_upgrade
+    from wharf.upgrade.history import software_version
+    from wharf.upgrade.versions import VersionError, plan
+
+    if plan_only:
+        if not from_version:
+            raise click.UsageError("--plan needs --from (and --to, default this software)")
+        try:
+            answer = plan(from_version, to_version or software_version())
+        except VersionError as e:
+            raise click.UsageError(str(e)) from None
+        click.echo(answer.explain())
+        sys.exit(0 if answer.supported else EXIT_REFUSED)
+    if from_version or to_version:
+        raise click.UsageError("--from and --to go with --plan")
+    settings, store = _open_store(where)
+    try:
+        try:
+            outcome = run_upgrade(store, say=click.echo)
+        except UpgradeRefused as e:
+            _refuse(str(e))
+        if outcome.already:
+            click.echo(f"the cluster already runs {outcome.target}")
+        state = read_state(store)
+        _restart_local(settings, store, outcome.target, no_restart)
+        from wharf.cluster import status as cluster_status
+
+        behind = [
+            r for r in cluster_status(store, None)["replicas"] if r["version"] != state.version
+        ]
+    finally:
+        store.dispose()
+    for r in behind:
+        click.echo(
+            f"replica {r['id']} on {r['hostname']} still runs {r['version']}: install Wharf "
+            f"{state.version} there and run `wharf upgrade`"
+        )
+
+
+def _restart_local(settings: Any, store: Any, version: str, no_restart: bool) -> None:
+    """Restart this machine's replica on the new software and wait until it reports it."""
+    from sqlalchemy import select
+
+    from wharf.cluster import REPLICA_ID_FILE
+    from wharf.metadata import schema as t
+
+    rid_file = settings.data_dir / REPLICA_ID_FILE
+    if not rid_file.exists():
+        return
+    rid = rid_file.read_text().strip()
+
+    def registered_version() -> str | None:
+        with store.engine.connect() as conn:
+            return conn.execute(select(t.replicas.c.version).where(t.replicas.c.id == rid)).scalar()
+
+    if registered_version() == version:
+        return
+    if no_restart:
+        click.echo(f"replica {rid} still runs the old version: restart it to finish")
+        return
+    from wharf.server import request_restart
+
+    if not request_restart(settings.data_dir):
+        click.echo(f"replica {rid} is not running here; it starts on {version} next time")
+        return
+    click.echo(f"restarting replica {rid} on {version} ...")
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        if registered_version() == version:
+            click.echo(f"replica {rid} runs {version}")
+            return
+        time.sleep(0.5)
+    _fail(f"replica {rid} did not come back on {version} within 120 s; see its log")
+
+
+COMMANDS = (install, join, remove, destroy, upgrade, status)

@@ -147,6 +147,15 @@ def run_history_cleanup(ctx: JobContext) -> None:
     )
 
 
+def run_metadata_migration(ctx: JobContext) -> None:
+    """The background migrations an upgrade left to do (wharf.upgrade.background)."""
+    from wharf.upgrade.background import run_pending
+
+    complete = run_pending(ctx.services.store, ctx.services.identities, ctx.log, ctx.stopped)
+    if not complete:
+        raise JobCanceled
+
+
 def run_sleep(ctx: JobContext) -> None:
     """A diagnostic action: proves workers claim, heartbeat, log and cancel."""
     seconds = _int(ctx.job.parameters, "seconds", 1, 0, 3600)
@@ -178,6 +187,11 @@ ACTIONS: dict[str, Action] = {
     "ldapsync": Action(run_ldap_sync, lambda p: p, "synchronise users and teams with LDAP"),
     "jobhistorycleanup": Action(
         run_history_cleanup, lambda p: p, "delete old job records (the retention settings)"
+    ),
+    "metadatastoremigration": Action(
+        run_metadata_migration,
+        lambda p: p,
+        "background data migrations after an upgrade (garbage collection waits for it)",
     ),
     "sleep": Action(
         run_sleep,

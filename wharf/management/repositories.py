@@ -6,7 +6,6 @@ A repository the caller may not read answers NO_SUCH_REPOSITORY, exactly like a 
 
 from __future__ import annotations
 
-import json
 from typing import Any
 
 from wharf.auth.access import ADMIN, READ, WRITE, AccessService, level_name, namespace_of
@@ -17,24 +16,8 @@ from wharf.management.accounts import account_json, iso, require_user, team_json
 from wharf.management.errors import Conflict, Invalid, NoSuch, NotAuthenticated, NotAuthorized
 from wharf.metadata.identity import IdentityStore
 from wharf.metadata.models import Account, Repository
-from wharf.metadata.store import AlreadyExists, MetadataStore
+from wharf.metadata.store import AlreadyExists, MetadataStore, image_size
 from wharf.settings import Policy
-
-
-def _image_size(media_type: str, content: bytes) -> int:
-    """Bytes of an image: the manifest, its config and its layers (an index: itself)."""
-    size = len(content)
-    try:
-        doc = json.loads(content)
-    except ValueError:
-        return size
-    if not isinstance(doc, dict):
-        return size
-    parts = [doc.get("config"), *list(doc.get("layers") or [])]
-    for part in parts:
-        if isinstance(part, dict) and isinstance(part.get("size"), int):
-            size += part["size"]
-    return size
 
 
 class RepositoryService:
@@ -197,7 +180,9 @@ class RepositoryService:
             "name": row["name"],
             "digest": row["digest"],
             "mediaType": row["media_type"],
-            "size": _image_size(row["media_type"], row["content"]),
+            "size": row["image_size"]
+            if row["image_size"] is not None
+            else image_size(row["media_type"], row["content"]),
             "manifestSize": row["size"],
             "author": row["author"],
             "createdAt": iso(row["created_at"]),

@@ -12,7 +12,7 @@ from collections.abc import Iterable
 from datetime import datetime
 from typing import Any
 
-from sqlalchemy import Connection, and_, delete, literal, or_, select, union_all, update
+from sqlalchemy import Connection, and_, case, delete, literal, or_, select, union_all, update
 
 from wharf.metadata import schema as t
 from wharf.metadata.models import Account, ApiToken, AuditEvent, Team
@@ -611,7 +611,9 @@ class IdentityStore:
                 m.c.digest,
                 m.c.media_type,
                 m.c.size,
-                m.c.content,
+                m.c.image_size,
+                # Only manifests whose image size is not recorded yet need their content.
+                case((m.c.image_size.is_(None), m.c.content), else_=None).label("content"),
                 t.tags.c.author,
                 t.tags.c.created_at,
                 t.tags.c.updated_at,

@@ -195,6 +195,9 @@ manifests = Table(
     Column("subject", DIGEST),
     Column("annotations", Text),  # JSON, for the referrers API
     Column("created_at", DateTime(timezone=True), nullable=False),
+    # Manifest + config + layers; NULL for manifests pushed before 0.2.0 until the
+    # `manifest-image-size` background migration has filled it in.
+    Column("image_size", BigInteger),
     UniqueConstraint("repository_id", "sha256", name="uq_manifests_repository_sha256"),
     UniqueConstraint("repository_id", "sha512", name="uq_manifests_repository_sha512"),
 )
@@ -266,6 +269,8 @@ replicas = Table(
     Column("version", String(32), nullable=False),
     Column("started_at", DateTime(timezone=True), nullable=False),
     Column("heartbeat_at", DateTime(timezone=True), nullable=False),
+    # Set by `wharf remove`: the replica stops, and may not come back by restarting.
+    Column("removed_at", DateTime(timezone=True)),
 )
 
 # -- jobs ------------------------------------------------------------------------------------

@@ -206,8 +206,9 @@ class MetadataStore:
 
     # -- plumbing ---------------------------------------------------------------------------
 
-    def migrate(self) -> None:
-        """Bring the schema to the newest revision (idempotent)."""
+    def migrate(self, revision: str = "head") -> None:
+        """Bring the schema to `revision` (idempotent). Replicas never call this when they
+        start: only `wharf install` (a new cluster) and `wharf upgrade` change the schema."""
         # Imported here: alembic (~11 MiB) is needed once at start, not in every worker.
         from alembic import command
         from alembic.config import Config
@@ -226,7 +227,7 @@ class MetadataStore:
                 conn.commit()
             try:
                 cfg.attributes["connection"] = conn
-                command.upgrade(cfg, "head")
+                command.upgrade(cfg, revision)
                 conn.commit()
             finally:
                 if self._dialect != "sqlite":
@@ -615,6 +616,7 @@ class MetadataStore:
                     sha512=sha512,
                     media_type=media_type,
                     size=len(content),
+                    image_size=image_size(media_type, content),
                     content=content,
                     artifact_type=artifact_type,
                     subject=subject,
@@ -771,6 +773,21 @@ class MetadataStore:
             return conn.execute(
                 select(func.count()).select_from(t.metadata.tables[table_name])
             ).scalar_one()
+
+
+def image_size(media_type: str, content: bytes) -> int:
+    """Bytes of an image: the manifest, its config and its layers (an index: itself)."""
+    size = len(content)
+    try:
+        doc = json.loads(content)
+    except ValueError:
+        return size
+    if not isinstance(doc, dict):
+        return size
+    for part in [doc.get("config"), *list(doc.get("layers") or [])]:
+        if isinstance(part, dict) and isinstance(part.get("size"), int):
+            size += part["size"]
+    return size
 
 
 class MissingReference(Exception):

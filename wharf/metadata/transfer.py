@@ -54,10 +54,12 @@ def transfer(
     overwrite: bool = False,
     progress: Callable[[str, int], None] | None = None,
 ) -> TransferReport:
-    """Copy every row of `source` into `target` (whose schema is brought to the newest
-    revision first). Refuses a target that holds anything unless `overwrite`."""
-    source.migrate()
-    target.migrate()
+    """Copy every row of `source` into `target` (whose schema is brought to the source's
+    revision first). Refuses a target that holds anything unless `overwrite`, and a source
+    that this software does not run (UpgradeRefused: upgrade it first)."""
+    from wharf.upgrade.engine import check_start
+
+    target.migrate(check_start(source).schema or "head")
     existing = row_counts(target)
     if any(existing.values()) and not overwrite:
         raise TargetNotEmpty(existing)
