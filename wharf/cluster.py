@@ -27,7 +27,6 @@ from wharf.upgrade.history import software_version
 log = logging.getLogger("wharf.cluster")
 
 REPLICA_ID_FILE = "replica-id"
-PID_FILE = "wharf.pid"  # written by `wharf serve` (wharf.server)
 HEARTBEAT_SECONDS = 10.0
 # A replica whose last heartbeat is older than this is reported unhealthy.
 STALE_SECONDS = 3 * HEARTBEAT_SECONDS
@@ -122,25 +121,13 @@ def _stop_replica(data_dir: Path | None) -> None:
     goes back to waiting as at any shutdown."""
     import signal
 
-    try:
-        assert data_dir is not None
-        pid = int((data_dir / PID_FILE).read_text().split()[0])
-    except (AssertionError, OSError, ValueError, IndexError):
-        pid = os.getpid()
+    from wharf.server import running_pid
+
+    pid = (running_pid(data_dir) if data_dir else None) or os.getpid()
     try:
         os.kill(pid, signal.SIGTERM)
     except ProcessLookupError:
         os.kill(os.getpid(), signal.SIGTERM)
-
-
-def running_pid(data_dir: Path) -> int | None:
-    """The pid of the `wharf serve` running on this data directory, if one runs."""
-    try:
-        pid = int((data_dir / PID_FILE).read_text().split()[0])
-        cmdline = Path(f"/proc/{pid}/cmdline").read_bytes()
-    except (OSError, ValueError, IndexError):
-        return None
-    return pid if b"wharf" in cmdline else None
 
 
 class RemoveRefused(Exception):

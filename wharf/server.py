@@ -338,7 +338,7 @@ def run_worker(settings: Settings, listeners: list[Listener], supervised: bool =
         if supervised:
             tasks.append(asyncio.create_task(_parent_gone(os.getppid())))
         background = [
-            asyncio.create_task(heartbeat_forever(services.store, rid)),
+            asyncio.create_task(heartbeat_forever(services.store, rid, settings.data_dir)),
             asyncio.create_task(services.policy.refresh_forever()),
             asyncio.create_task(worker.run_forever()),
             asyncio.create_task(announce()),

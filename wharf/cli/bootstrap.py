@@ -25,7 +25,7 @@ from wharf.cli.admin import (
     require_installation,
 )
 from wharf.cli.cluster import _probe, _storage_from
-from wharf.config import ConfigError, load_settings, write_replica_config
+from wharf.config import ConfigError, load_settings, read_replica_config, write_replica_config
 
 TLS_DIR = "tls"
 ALL_INTERFACES = "0.0.0.0"  # noqa: S104 - a registry serves the network; HTTPS by default
@@ -471,9 +471,10 @@ def destroy(replica_id: str, force: bool, **where: Any) -> None:
     """Remove all data of one replica: its data directory (with the embedded store and local
     blobs, when it has them). Blob storage and a PostgreSQL store that other replicas share
     are left alone. The replica must be stopped."""
-    from wharf.cluster import REPLICA_ID_FILE, RemoveRefused, registered_replicas, running_pid
+    from wharf.cluster import REPLICA_ID_FILE, RemoveRefused, registered_replicas
     from wharf.cluster import remove as remove_replica
     from wharf.metadata.store import MetadataStore
+    from wharf.server import running_pid
 
     try:
         settings = load_settings(where.pop("config_file"), where)
@@ -489,23 +490,24 @@ def destroy(replica_id: str, force: bool, **where: Any) -> None:
     pid = running_pid(data_dir)
     if pid is not None:
         _refuse(f"replica {replica_id} is running (pid {pid}); stop it first")
-    shared = not settings.db_url.startswith("sqlite")
-    local_storage = settings.storage is None or str(settings.storage).startswith(
-        f"file://{data_dir}"
-    )
+    own = read_replica_config(data_dir)  # what install or join wrote for this replica
+    db_url = settings.db if settings.db else own.get("db") or settings.db_url
+    storage = settings.storage or own.get("storage")
+    shared = not db_url.startswith("sqlite")
+    local_storage = storage is None or str(storage).startswith(f"file://{data_dir}")
     what = f"every file of replica {replica_id} in {data_dir}"
     kept = []
     if shared:
         kept.append("the shared metadata store")
     if not local_storage:
-        kept.append(f"the blob storage {settings.storage}")
+        kept.append(f"the blob storage {storage}")
     if not force:
         if not sys.stdin.isatty():
             raise click.UsageError("not on a terminal: give --force to destroy without asking")
         suffix = f" ({' and '.join(kept)} will be kept)" if kept else ""
         click.confirm(f"Delete {what}{suffix}?", abort=True)
     if shared:
-        store = MetadataStore(settings.db_url)
+        store = MetadataStore(db_url)
         try:
             if replica_id in registered_replicas(store):
                 remove_replica(store, replica_id)
@@ -611,9 +613,13 @@ def _restart_local(settings: Any, store: Any, version: str, no_restart: bool) ->
     if no_restart:
         click.echo(f"replica {rid} still runs the old version: restart it to finish")
         return
-    from wharf.server import request_restart
+    from wharf.server import RestartFailed, request_restart
 
-    if not request_restart(settings.data_dir):
+    try:
+        restarted = request_restart(settings.data_dir, timeout=120)
+    except RestartFailed as e:
+        _fail(f"replica {rid} did not restart: {e}")
+    if not restarted:
         click.echo(f"replica {rid} is not running here; it starts on {version} next time")
         return
     click.echo(f"restarting replica {rid} on {version} ...")
