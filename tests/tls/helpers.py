@@ -131,7 +131,10 @@ class TLSServer:
                 raise RuntimeError(f"wharf exited early:\n{self.log()}")
             try:
                 # /ca is served on the plain listener without a redirect.
-                if httpx.get(f"{self.http_url}/ca", timeout=1).status_code == 200:
+                if (
+                    httpx.get(f"{self.http_url}/ca", timeout=1).status_code == 200
+                    and (self.data_dir / "wharf.pid").exists()  # written once serving
+                ):
                     return
             except httpx.HTTPError:
                 pass
