@@ -147,12 +147,19 @@ def tls_files(tmp_path):
     return cert, key
 
 
-def test_https_serves_with_hsts(tmp_path, tls_files):
+def test_https_serves_with_hsts_and_plain_http_redirects(tmp_path, tls_files):
     cert, key = tls_files
-    https_port = free_port()
-    server = start_server(
-        tmp_path,
-        extra_args=[
+    http_port, https_port = free_port(), free_port()
+    proc = subprocess.Popen(
+        [
+            sys.executable,
+            "-m",
+            "wharf",
+            "serve",
+            "--data-dir",
+            str(tmp_path / "data"),
+            "--http-addr",
+            f"127.0.0.1:{http_port}",
             "--https-addr",
             f"127.0.0.1:{https_port}",
             "--tls-cert",
@@ -160,21 +167,33 @@ def test_https_serves_with_hsts(tmp_path, tls_files):
             "--tls-key",
             str(key),
         ],
+        env={**os.environ, "WHARF_ADMIN_PASSWORD": "pw-1"},
     )
     try:
-        with httpx.Client(
-            verify=ssl.create_default_context(cafile=str(cert)), auth=server.auth
-        ) as c:
+        verify = ssl.create_default_context(cafile=str(cert))
+        for _ in range(300):
+            try:
+                r = httpx.get(f"https://127.0.0.1:{https_port}/v2/", verify=verify)
+                break
+            except httpx.HTTPError:
+                subprocess.run(["sleep", "0.1"], check=True)
+        with httpx.Client(verify=verify, auth=("admin", "pw-1")) as c:
             r = c.get(f"https://127.0.0.1:{https_port}/v2/")
         assert r.status_code == 200
         assert r.headers["strict-transport-security"].startswith("max-age=")
         assert r.headers["docker-distribution-api-version"] == "registry/2.0"
-        # The plain listener on loopback stays available, without HSTS.
-        plain = httpx.get(f"{server.url}/v2/", auth=server.auth)
-        assert plain.status_code == 200
-        assert "strict-transport-security" not in plain.headers
+        # With an HTTPS listener, plain HTTP (even on loopback) only redirects to it, unless
+        # --plain-http says otherwise; HSTS is on every response.
+        plain = httpx.get(f"http://127.0.0.1:{http_port}/v2/", auth=("admin", "pw-1"))
+        assert plain.status_code == 308
+        assert plain.headers["location"] == f"https://127.0.0.1:{https_port}/v2/"
+        assert plain.headers["strict-transport-security"].startswith("max-age=")
+        # The CA to trust (the operator's chain's last certificate) is public on both.
+        ca = httpx.get(f"http://127.0.0.1:{http_port}/ca")
+        assert ca.status_code == 200 and ca.text.strip() == cert.read_text().strip()
     finally:
-        server.stop()
+        proc.terminate()
+        proc.wait(20)
 
 
 def test_several_workers_serve_the_same_registry(tmp_path):
