@@ -72,7 +72,7 @@ RELEASES = (
         "1.1.0",
         schema="0006",
         steps=(Step("first", _note("1.1.0 first")), Step("second", _note("1.1.0 second"))),
-        background=("manifest-image-size", "synthetic-flaky"),
+        background=("synthetic-flaky", "manifest-image-size"),
     ),
     Release("1.2.0", schema="0006"),
     Release("2.0.0", schema="0006", steps=(Step("major", _note("2.0.0 major")),)),
