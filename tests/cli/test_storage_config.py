@@ -218,8 +218,11 @@ def test_install_a_postgresql_and_s3_cluster(tmp_path, s3_server):
         storage,
         "--data-dir",
         str(first),
-        "--http-addr",
-        f"127.0.0.1:{port}",
+        "--plain-http",
+        "--http-port",
+        str(port),
+        "--bind-address",
+        "127.0.0.1",
         env=env,
     )
     assert r.returncode == 0, r.stderr

@@ -192,31 +192,37 @@ def install(
             f"{settings.data_dir} already holds an installation; give another --data-dir "
             "(or `wharf destroy` this one first)"
         )
+    created = not settings.data_dir.exists()
     settings.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
-    store = MetadataStore(settings.db_url)
     try:
+        store = MetadataStore(settings.db_url)
         try:
-            existing = read_state(store)
-        except Exception as e:
-            _fail(f"cannot use the metadata store: {str(e).splitlines()[0]}")
-        if existing.version is not None:
-            from wharf.cluster import registered_replicas
+            try:
+                existing = read_state(store)
+            except Exception as e:
+                _fail(f"cannot use the metadata store: {str(e).splitlines()[0]}")
+            if existing.version is not None:
+                from wharf.cluster import registered_replicas
 
-            others = registered_replicas(store) if existing.schema else []
-            peer = others[0] if others else "ID"
-            _refuse(
-                f"that database already holds a Wharf {existing.version} cluster (replica "
-                f"{peer}); add this machine with `wharf join --existing-replica-id {peer} "
-                "--db ...`"
-            )
-        if storage_url:
-            _probe(storage_url)
-        initialize(store, {"externalUrl": external_url})
-        if material is not None:
-            tls.save(IdentityStore(store), material)
-    finally:
-        store.dispose()
-    prepare(settings)
+                others = registered_replicas(store) if existing.schema else []
+                peer = others[0] if others else "ID"
+                _refuse(
+                    f"that database already holds a Wharf {existing.version} cluster (replica "
+                    f"{peer}); add this machine with `wharf join --existing-replica-id {peer} "
+                    "--db ...`"
+                )
+            if storage_url:
+                _probe(storage_url)
+            initialize(store, {"externalUrl": external_url})
+            if material is not None:
+                tls.save(IdentityStore(store), material)
+        finally:
+            store.dispose()
+        prepare(settings)
+    except BaseException:
+        if created:  # a refused or failed install leaves no directory behind
+            shutil.rmtree(settings.data_dir, ignore_errors=True)
+        raise
     rid = (settings.data_dir / REPLICA_ID_FILE).read_text().strip()
     config = write_replica_config(settings.data_dir, values)
     click.echo(f"installed replica {rid} of a new cluster at {external_url or 'this machine'}")

@@ -209,6 +209,15 @@ def reconfigure(
                 "is refused at start until its configuration names the new one"
             )
     if for_replica:
+        if "external_url" in replica_changes:
+            # The cluster's record is what `join` gives new replicas.
+            from wharf.upgrade.engine import update_cluster
+
+            store = MetadataStore(settings.db_url)
+            try:
+                update_cluster(store, externalUrl=replica_changes["external_url"])
+            finally:
+                store.dispose()
         _apply_replica_changes(data_dir, own, replica_changes)
 
 
