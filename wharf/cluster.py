@@ -217,17 +217,28 @@ def status(store: MetadataStore, storage: StorageDriver | None) -> dict[str, Any
 
 
 def _cluster_facts(store: MetadataStore) -> dict[str, Any]:
+    from wharf import tls
+    from wharf.metadata.identity import IdentityStore
     from wharf.upgrade.engine import cluster_record, read_state
 
     try:
         state = read_state(store)
         record = cluster_record(store)
+        material = tls.load(IdentityStore(store)) if state.version else None
     except Exception:  # the database section already reports it
         return {}
+    certificate = None
+    if material is not None:
+        certificate = {
+            "fingerprint": material.fingerprint,
+            "notAfter": material.not_after().isoformat(),
+            "selfSigned": material.self_signed,
+        }
     return {
         "version": state.version,
         "externalUrl": record.get("externalUrl"),
         "upgrade": state.upgrade,
+        "certificate": certificate,
     }
 
 

@@ -272,6 +272,10 @@ def status(as_json: bool, **where: Any) -> None:
     else:
         cluster = report.get("cluster", {})
         click.echo(f"cluster version {cluster.get('version')}")
+        cert = cluster.get("certificate")
+        if cert:
+            kind = "self-signed CA" if cert["selfSigned"] else "operator's"
+            click.echo(f"certificate     {kind}, valid until {cert['notAfter'][:10]}")
         if cluster.get("upgrade"):
             u = cluster["upgrade"]
             click.echo(f"UPGRADE IN PROGRESS from {u['from']} to {u['to']}: run `wharf upgrade`")
