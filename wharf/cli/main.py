@@ -106,9 +106,11 @@ def _prepare(settings: Any) -> None:
 
 
 def _register_admin_commands() -> None:
-    from wharf.cli import admin, bootstrap, cluster, jobs
+    from wharf.cli import admin, backup, bootstrap, cluster, jobs
 
-    for command in admin.COMMANDS + bootstrap.COMMANDS + cluster.COMMANDS + jobs.COMMANDS:
+    for command in (
+        admin.COMMANDS + bootstrap.COMMANDS + cluster.COMMANDS + jobs.COMMANDS + backup.COMMANDS
+    ):
         main.add_command(command)
 
 
