@@ -53,6 +53,7 @@ ALLOWED_PATHS = [
     r"a/b/data",
     r"a/b/data/wharf\.db(-wal|-shm|-journal)?",
     r"a/b/data/replica-id",
+    r"a/b/data/wharf\.pid",  # the running server's pid (for SIGHUP restarts)
     r"a/b/data/storage",
     r"a/b/data/storage/(blobs|uploads|_health)",  # _health: the status probe's folder
     r"a/b/data/storage/blobs/sha256(/[0-9a-f]{2}(/[0-9a-f]{64}(/data)?)?)?",
