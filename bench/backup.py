@@ -193,7 +193,6 @@ def timed(args: list[str], stdin: Path | None, stdout: Path | None, env: dict[st
     return {
         "wall_s": round(hours * 3600 + minutes * 60 + seconds, 2),
         "peak_rss_mib": round(rss / 1024, 1),
-        "stderr_tail": r.stderr.decode().strip().splitlines()[-1:],
     }
 
 
