@@ -349,6 +349,8 @@ class _Restore:
         self._usage()
         base = f["data_dir"] or Path("wharf-data")
         self.data_dir = base
+        if not base.exists():
+            self.created_dir = base.resolve()  # removed again if the restore fails
         try:
             probe_settings = load_settings(None, {"data_dir": base.resolve(), "db": f["db"]})
         except ConfigError as e:
@@ -436,9 +438,7 @@ class _Restore:
 
         m = verified.manifest
         data_dir = settings.data_dir
-        if not data_dir.exists():
-            data_dir.mkdir(mode=0o700, parents=True)
-            self.created_dir = data_dir
+        data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
         embedded = settings.db_url.startswith("sqlite:///")
         final_db = Path(settings.db_url.removeprefix("sqlite:///")) if embedded else None
         if final_db is not None:
@@ -472,7 +472,14 @@ class _Restore:
         report = load(verified, self.target, adjust=adjust)
         self.loaded = True
         if final_db is not None:
+            with self.target.engine.connect() as conn:
+                conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")
             self.target.dispose()
+            wal = Path(f"{staging}-wal")
+            if wal.exists() and wal.stat().st_size:
+                raise RuntimeError(f"{wal} could not be checkpointed into {staging}")
+            for leftover in (wal, Path(f"{staging}-shm")):
+                leftover.unlink(missing_ok=True)
             os.replace(staging, final_db)
             self.target = MetadataStore(settings.db_url)
         identities = IdentityStore(self.target)
@@ -480,10 +487,11 @@ class _Restore:
             tls.save(identities, material)
         self.target.dispose()
         name = verified.find("config", CREDENTIALS_FILE)
-        self.created += [data_dir / n for n in (REPLICA_ID_FILE, "wharf.toml", CREDENTIALS_FILE)]
-        self.created.append(data_dir / TLS_DIR)
-        if name:
-            path = data_dir / CREDENTIALS_FILE
+        self.created += [data_dir / n for n in (REPLICA_ID_FILE, "wharf.toml", TLS_DIR)]
+        path = data_dir / CREDENTIALS_FILE
+        # Credentials given to this restore (--storage-yaml) win over the backed-up ones.
+        if name and not path.exists():
+            self.created.append(path)
             fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
             with os.fdopen(fd, "wb") as out:
                 out.write(verified.member_bytes(name))
