@@ -152,7 +152,7 @@ def test_install_on_a_database_that_holds_a_cluster_is_refused(tmp_path):
     second = wharf(*install_args(tmp_path / "b", db))
     assert second.returncode == 3
     assert "wharf join" in second.stderr and rid in second.stderr
-    assert not (tmp_path / "b" / "replica-id").exists()
+    assert not (tmp_path / "b").exists()
 
 
 def _converse(argv: list[str], answers: list[tuple[str, str]], env: dict[str, str]) -> str:
