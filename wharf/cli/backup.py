@@ -23,24 +23,22 @@ from typing import IO, Any
 
 import click
 
-from wharf.cli.admin import EXIT_FAILURE, EXIT_REFUSED, installation_options, require_installation
-from wharf.cli.bootstrap import ALL_INTERFACES, TLS_DIR, _listener_config, _port, _probe
+from wharf.cli.admin import EXIT_FAILURE, installation_options, require_installation
+from wharf.cli.bootstrap import (
+    ALL_INTERFACES,
+    TLS_DIR,
+    _listener_config,
+    _probe,
+    check_listener_flags,
+    fail,
+    refuse,
+)
 from wharf.cli.cluster import _storage_from, storage_group
 from wharf.config import ConfigError, load_settings, read_replica_config, split_addr
 
 PASSPHRASE_ENV = "WHARF_BACKUP_PASSPHRASE"  # noqa: S105 - a variable name
 SHOWN_DAMAGED = 20  # manifests listed by a restore; `wharf storage check` lists them all
 CARRIED = ("log_level", "workers", "access_log")  # replica options a restore keeps
-
-
-def _refuse(message: str) -> None:
-    click.echo(f"wharf: refused: {message}", err=True)
-    sys.exit(EXIT_REFUSED)
-
-
-def _fail(message: str) -> None:
-    click.echo(f"wharf: {message}", err=True)
-    sys.exit(EXIT_FAILURE)
 
 
 def _passphrase(confirm: bool) -> str:
@@ -138,7 +136,7 @@ def backup(encrypt: bool, verify_only: bool, **where: Any) -> None:
         try:
             check_start(store)
         except UpgradeRefused as e:
-            _refuse(f"this software cannot back up that cluster: {e}")
+            refuse(f"this software cannot back up that cluster: {e}")
         own = read_replica_config(settings.data_dir)
         own = {k: str(v) if isinstance(v, Path) else v for k, v in own.items()}
         if "db" in own:
@@ -152,9 +150,9 @@ def backup(encrypt: bool, verify_only: bool, **where: Any) -> None:
                 passphrase=passphrase,
             )
         except BrokenPipeError:
-            _fail("the output was closed before the backup was complete")
+            fail("the output was closed before the backup was complete")
         except Exception as e:
-            _fail(f"the backup failed, and what was written is incomplete: {e}")
+            fail(f"the backup failed, and what was written is incomplete: {e}")
         sys.stdout.buffer.flush()
     finally:
         store.dispose()
@@ -175,7 +173,7 @@ def _open_verified(fileobj: IO[bytes]) -> Any:
     try:
         return verify(fileobj, lambda: _passphrase(confirm=False))
     except ArchiveError as e:
-        _fail(f"the archive cannot be used: {e}")
+        fail(f"the archive cannot be used: {e}")
 
 
 def _verify_command() -> None:
@@ -196,7 +194,7 @@ def _verify_command() -> None:
         try:
             warning = check_version(verified.version, software_version())
         except VersionRefused as e:
-            _refuse(str(e))
+            refuse(str(e))
         if warning:
             click.echo(f"warning: {warning}", err=True)
 
@@ -250,17 +248,11 @@ class _Restore:
 
     def _usage(self) -> None:
         f = self.f
-        if f["plain_http"] and (f["cert_file"] or f["key_file"] or f["ca_file"]):
-            raise click.UsageError("--plain-http serves no TLS: leave out the certificate files")
-        if bool(f["cert_file"]) != bool(f["key_file"]):
-            raise click.UsageError("--cert-file and --key-file go together")
-        if f["ca_file"] and not f["cert_file"]:
-            raise click.UsageError("--ca-file needs --cert-file and --key-file")
-        for name in ("http_port", "https_port"):
-            if f[name] is not None:
-                _port(f[name], "--" + name.replace("_", "-"))
-        if f["http_port"] and f["http_port"] == f["https_port"]:
-            raise click.UsageError("--http-port and --https-port must differ")
+        check_listener_flags(
+            **{k: f[k] for k in ("plain_http", "cert_file", "key_file", "ca_file")},
+            http_port=f["http_port"],
+            https_port=f["https_port"],
+        )
         if f["http_addr"] and (f["http_port"] or f["https_port"] or f["bind_address"]):
             raise click.UsageError("--http-addr replaces --http-port/--https-port/--bind-address")
 
@@ -310,26 +302,26 @@ class _Restore:
         data_dir = settings.data_dir
         for name in (REPLICA_ID_FILE, "wharf.db", "wharf.toml"):
             if (data_dir / name).exists():
-                _refuse(
+                refuse(
                     f"{data_dir} already holds an installation ({name}); a restore makes a "
                     "fresh one: `wharf destroy` it first, or give another --data-dir"
                 )
         if settings.db_url.startswith("sqlite:///"):
             path = Path(settings.db_url.removeprefix("sqlite:///"))
             if path.exists():
-                _refuse(f"the database {path} already exists; remove it or give another --db")
+                refuse(f"the database {path} already exists; remove it or give another --db")
             return
         store = MetadataStore(settings.db_url)
         try:
             with store.engine.connect() as conn:
                 present = set(inspect(conn).get_table_names())
         except Exception as e:
-            _fail(f"cannot use the metadata store: {str(e).splitlines()[0]}")
+            fail(f"cannot use the metadata store: {str(e).splitlines()[0]}")
         finally:
             store.dispose()
         ours = present & ({t.name for t in a.tables()} | {"alembic_version"})
         if ours:
-            _refuse(
+            refuse(
                 "that database already holds a Wharf installation (tables "
                 f"{', '.join(sorted(ours)[:4])}...); `wharf destroy` its replicas and drop the "
                 "database (or give an empty one) first"
@@ -363,13 +355,13 @@ class _Restore:
         try:
             warning = check_version(verified.version, software)
         except VersionRefused as e:
-            _refuse(str(e))
+            refuse(str(e))
         if warning:
             click.echo(f"warning: {warning}", err=True)
         wanted = target_schema(software)
         revision = m["store"]["schemaRevision"]
         if wanted != "head" and revision != wanted:
-            _refuse(
+            refuse(
                 f"the backup's schema revision is {revision}, and Wharf {software} runs on "
                 f"{wanted}; restore it with Wharf {verified.version}"
             )
@@ -379,7 +371,7 @@ class _Restore:
             recorded_storage = verified.setting(STORAGE_SETTING)
             has_tls = verified.setting(tls.CLUSTER_TLS_SETTING) is not None
         except ArchiveError as e:
-            _fail(f"the archive cannot be used: {e}")
+            fail(f"the archive cannot be used: {e}")
         external_url = f["external_url"] or old.get("external_url") or cluster.get("externalUrl")
         material = None
         try:
@@ -600,7 +592,7 @@ def storage_check(storage: str | None, as_json: bool, **where: Any) -> None:
     try:
         report, _ = _run_storage_check(settings, storage, as_json=as_json)
     except StorageMismatch as e:
-        _fail(str(e))
+        fail(str(e))
     if as_json:
         click.echo(json.dumps({"summary": report.to_dict()}, sort_keys=True))
     else:

@@ -31,12 +31,12 @@ TLS_DIR = "tls"
 ALL_INTERFACES = "0.0.0.0"  # noqa: S104 - a registry serves the network; HTTPS by default
 
 
-def _refuse(message: str) -> None:
+def refuse(message: str) -> None:
     click.echo(f"wharf: refused: {message}", err=True)
     sys.exit(EXIT_REFUSED)
 
 
-def _fail(message: str) -> None:
+def fail(message: str) -> None:
     click.echo(f"wharf: {message}", err=True)
     sys.exit(EXIT_FAILURE)
 
@@ -64,6 +64,30 @@ def _listener_config(
             tls_key=tls / "server.key",
         )
     return values
+
+
+def check_listener_flags(
+    *,
+    plain_http: bool,
+    cert_file: Path | None,
+    key_file: Path | None,
+    ca_file: Path | None,
+    http_port: int | None,
+    https_port: int | None,
+) -> None:
+    """Usage errors (exit 2) in the listener and certificate flags of install and restore."""
+    if plain_http and (cert_file or key_file or ca_file):
+        raise click.UsageError("--plain-http serves no TLS: leave out the certificate files")
+    if bool(cert_file) != bool(key_file):
+        raise click.UsageError("--cert-file and --key-file go together")
+    if ca_file and not cert_file:
+        raise click.UsageError("--ca-file needs --cert-file and --key-file")
+    if http_port is not None:
+        _port(http_port, "--http-port")
+    if https_port is not None:
+        _port(https_port, "--https-port")
+    if http_port is not None and http_port == https_port:
+        raise click.UsageError("--http-port and --https-port must differ")
 
 
 def _interactive(non_interactive: bool) -> bool:
@@ -141,23 +165,20 @@ def install(
         http_port = click.prompt("HTTP port", default=80, type=int) if ask else 80
     if https_port is None and not plain_http:
         https_port = click.prompt("HTTPS port", default=443, type=int) if ask else 443
-    if plain_http and (cert_file or key_file or ca_file):
-        raise click.UsageError("--plain-http serves no TLS: leave out the certificate files")
     if db is None and ask:
         db = click.prompt("Metadata store (sqlite:///... or postgresql://...)", default="embedded")
         db = None if db == "embedded" else db
     if storage is None and storage_yaml is None and ask:
         storage = click.prompt("Blob storage URL", default="local")
         storage = None if storage == "local" else storage
-    _port(http_port, "--http-port")
-    if https_port is not None:
-        _port(https_port, "--https-port")
-        if https_port == http_port:
-            raise click.UsageError("--http-port and --https-port must differ")
-    if bool(cert_file) != bool(key_file):
-        raise click.UsageError("--cert-file and --key-file go together")
-    if ca_file and not cert_file:
-        raise click.UsageError("--ca-file needs --cert-file and --key-file")
+    check_listener_flags(
+        plain_http=plain_http,
+        cert_file=cert_file,
+        key_file=key_file,
+        ca_file=ca_file,
+        http_port=http_port,
+        https_port=https_port,
+    )
     if not os.environ.get(ADMIN_PASSWORD_ENV) and ask:
         password = click.prompt(
             "Password for the first admin (admin)", hide_input=True, confirmation_prompt=True
@@ -188,7 +209,7 @@ def install(
     except ConfigError as e:
         raise click.UsageError(str(e)) from None
     if (settings.data_dir / REPLICA_ID_FILE).exists() or (settings.data_dir / "wharf.db").exists():
-        _refuse(
+        refuse(
             f"{settings.data_dir} already holds an installation; give another --data-dir "
             "(or `wharf destroy` this one first)"
         )
@@ -200,13 +221,13 @@ def install(
             try:
                 existing = read_state(store)
             except Exception as e:
-                _fail(f"cannot use the metadata store: {str(e).splitlines()[0]}")
+                fail(f"cannot use the metadata store: {str(e).splitlines()[0]}")
             if existing.version is not None:
                 from wharf.cluster import registered_replicas
 
                 others = registered_replicas(store) if existing.schema else []
                 peer = others[0] if others else "ID"
-                _refuse(
+                refuse(
                     f"that database already holds a Wharf {existing.version} cluster (replica "
                     f"{peer}); add this machine with `wharf join --existing-replica-id {peer} "
                     "--db ...`"
@@ -351,7 +372,7 @@ def join(
     except ConfigError as e:
         raise click.UsageError(str(e)) from None
     if settings.db_url.startswith("sqlite"):
-        _refuse(
+        refuse(
             "the cluster's metadata store is the embedded SQLite store, which serves exactly "
             "one replica. Move it to PostgreSQL first (stop the registry, run `wharf "
             "migrate-metadata --to postgresql://...`, start it with --db), then join with --db "
@@ -359,7 +380,7 @@ def join(
         )
     existing = settings.data_dir / REPLICA_ID_FILE
     if existing.exists():
-        _refuse(
+        refuse(
             f"{settings.data_dir} already holds replica {existing.read_text().strip()}; give "
             "another --data-dir"
         )
@@ -368,31 +389,31 @@ def join(
         try:
             report = cluster_status(store, None)
         except Exception as e:
-            _fail(f"cannot read the cluster's metadata store: {e}")
+            fail(f"cannot read the cluster's metadata store: {e}")
         if not report["database"].get("healthy"):
-            _refuse(f"no Wharf cluster in that database ({report['database'].get('error')})")
+            refuse(f"no Wharf cluster in that database ({report['database'].get('error')})")
         replicas = {r["id"]: r for r in report["replicas"]}
         if existing_replica_id not in replicas:
             known = ", ".join(sorted(replicas)) or "none"
-            _refuse(
+            refuse(
                 f"the cluster has no replica {existing_replica_id!r} (its replicas: {known}; "
                 "`wharf status` lists them)"
             )
         try:
             check_start(store)
         except UpgradeRefused as e:
-            _refuse(f"this replica could not start: {e}")
+            refuse(f"this replica could not start: {e}")
         identities = IdentityStore(store)
         recorded = identities.get_setting(STORAGE_SETTING)
         if recorded == "":
-            _refuse(
+            refuse(
                 "the cluster keeps its blobs in its replica's own data directory, which no "
                 "other replica can reach. Move them to shared storage first (`wharf reconfigure "
                 "--storage s3://...|gs://...|az://...|file:///nfs/...` with --storage-migrated "
                 "once copied), then join."
             )
         if storage and recorded and storage != recorded:
-            _refuse(
+            refuse(
                 f"the cluster's blob storage is {recorded}, not {storage}; every replica must "
                 "use the same storage (leave out --storage to take it)"
             )
@@ -465,7 +486,7 @@ def remove(replica_id: str, **where: Any) -> None:
     try:
         remaining = remove_replica(store, replica_id)
     except RemoveRefused as e:
-        _refuse(str(e))
+        refuse(str(e))
     finally:
         store.dispose()
     click.echo(f"removed replica {replica_id}; {len(remaining)} remain")
@@ -494,12 +515,12 @@ def destroy(replica_id: str, force: bool, **where: Any) -> None:
     try:
         found = (data_dir / REPLICA_ID_FILE).read_text().strip()
     except OSError:
-        _fail(f"no replica in {data_dir} (no {REPLICA_ID_FILE} file); give --data-dir")
+        fail(f"no replica in {data_dir} (no {REPLICA_ID_FILE} file); give --data-dir")
     if found != replica_id:
-        _refuse(f"{data_dir} holds replica {found}, not {replica_id}")
+        refuse(f"{data_dir} holds replica {found}, not {replica_id}")
     pid = running_pid(data_dir)
     if pid is not None:
-        _refuse(f"replica {replica_id} is running (pid {pid}); stop it first")
+        refuse(f"replica {replica_id} is running (pid {pid}); stop it first")
     own = read_replica_config(data_dir)  # what install or join wrote for this replica
     db_url = settings.db if settings.db else own.get("db") or settings.db_url
     storage = settings.storage or own.get("storage")
@@ -583,7 +604,7 @@ def upgrade(
         try:
             outcome = run_upgrade(store, say=click.echo)
         except UpgradeRefused as e:
-            _refuse(str(e))
+            refuse(str(e))
         if outcome.already:
             click.echo(f"the cluster already runs {outcome.target}")
         state = read_state(store)
@@ -628,7 +649,7 @@ def _restart_local(settings: Any, store: Any, version: str, no_restart: bool) ->
     try:
         restarted = request_restart(settings.data_dir, timeout=120)
     except RestartFailed as e:
-        _fail(f"replica {rid} did not restart: {e}")
+        fail(f"replica {rid} did not restart: {e}")
     if not restarted:
         click.echo(f"replica {rid} is not running here; it starts on {version} next time")
         return
@@ -639,7 +660,7 @@ def _restart_local(settings: Any, store: Any, version: str, no_restart: bool) ->
             click.echo(f"replica {rid} runs {version}")
             return
         time.sleep(0.5)
-    _fail(f"replica {rid} did not come back on {version} within 120 s; see its log")
+    fail(f"replica {rid} did not come back on {version} within 120 s; see its log")
 
 
 COMMANDS = (install, join, remove, destroy, upgrade, status)
