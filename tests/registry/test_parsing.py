@@ -13,6 +13,9 @@ from wharf.registry.handlers.blobs import IGNORE, _parse_range
 from wharf.registry.manifest import parse_manifest
 from wharf.registry.names import validate_name, validate_tag
 
+# Pure parsing, no metadata store: one pass of the suite is enough.
+pytestmark = pytest.mark.once
+
 SHA = "sha256:" + "a" * 64
 
 

@@ -11,6 +11,9 @@ import pytest
 
 from wharf.storage import StorageDriver, open_storage
 
+# Blob storage alone, no metadata store: one pass of the suite is enough.
+pytestmark = pytest.mark.once
+
 CLOUDS = ("s3", "gs", "az")
 
 

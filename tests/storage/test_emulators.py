@@ -14,6 +14,9 @@ import pytest
 
 from tests.storage_servers import AZURE_KEY
 
+# Blob storage alone, no metadata store: one pass of the suite is enough.
+pytestmark = pytest.mark.once
+
 MiB = 1 << 20
 
 

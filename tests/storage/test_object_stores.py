@@ -11,6 +11,9 @@ import pytest
 
 from wharf.storage import StorageURLError, open_storage, parse_storage_url
 
+# Blob storage alone, no metadata store: one pass of the suite is enough.
+pytestmark = pytest.mark.once
+
 
 @pytest.fixture
 def s3(s3_server, monkeypatch):

@@ -7,6 +7,9 @@ import pytest
 from wharf.storage import StorageURLError
 from wharf.storage.yamlconf import from_yaml, to_yaml
 
+# Blob storage alone, no metadata store: one pass of the suite is enough.
+pytestmark = pytest.mark.once
+
 
 def test_s3_with_kms_keys_and_redirect():
     imported = from_yaml(
