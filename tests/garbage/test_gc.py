@@ -177,9 +177,24 @@ def test_a_job_that_gc_is_held_off_by(harness):
     from wharf.jobs.store import CONFLICTS
 
     assert "metadatastoremigration" in CONFLICTS["onlinegc"]
-    # A migration job marked running by "another worker": GC stays waiting.
-    blocker = harness.jobs.create("metadatastoremigration")
-    assert harness.jobs.claim("elsewhere-1", ["metadatastoremigration"]).id == blocker.id
+    # A migration job running on "another worker": GC stays waiting. (Made running directly:
+    # the server's own worker knows the action and would otherwise claim it first.)
+    from datetime import timedelta
+
+    from sqlalchemy import update
+
+    from wharf.metadata import schema as t
+    from wharf.metadata.store import utcnow
+
+    blocker = harness.jobs.create("metadatastoremigration", scheduled_at=utcnow() + timedelta(1))
+    with harness.jobs.store._write() as conn:
+        conn.execute(
+            update(t.jobs)
+            .where(t.jobs.c.id == blocker.id)
+            .values(
+                state="running", worker_id="elsewhere-1", started_at=utcnow(), heartbeat_at=utcnow()
+            )
+        )
     job = harness.jobs.create("onlinegc", {"graceMinutes": 0})
     import time
 
