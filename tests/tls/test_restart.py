@@ -70,9 +70,7 @@ def test_sighup_restarts_without_refusing_a_connection(tmp_path, workers):
         with RequestLoop(server) as loop:
             time.sleep(1)
             before = loop.ok
-            started = time.monotonic()
-            assert request_restart(server.data_dir) is True
-            took = time.monotonic() - started
+            assert request_restart(server.data_dir) is True  # back within its timeout
             time.sleep(1)
         assert loop.errors == [], loop.errors[:3]
         assert before > 0 and loop.ok > before
@@ -80,7 +78,6 @@ def test_sighup_restarts_without_refusing_a_connection(tmp_path, workers):
         assert (server.data_dir / PID_FILE).read_text().strip() == str(pid)
         location = httpx.get(f"{server.http_url}/v2/").headers["location"]
         assert location == "https://new.example.com/v2/"  # the new configuration
-        assert took < 20
         if workers > 1:
             children = subprocess.run(
                 ["pgrep", "-P", str(pid)], capture_output=True, text=True
