@@ -55,6 +55,8 @@ class Listener:
     addr: str = ""  # as configured; a restart keeps the socket when it is unchanged
 
 
+# A restarting worker stops accepting, then waits this long before it shuts down.
+DRAIN_SECONDS = 0.5
 # Set by SIGHUP: once the process has stopped serving, it executes itself anew.
 _restart = False
 
@@ -313,16 +315,24 @@ def run_worker(settings: Settings, listeners: list[Listener], supervised: bool =
             server.should_exit = True
 
     def restart(signum: int, frame: object) -> None:
-        _request_restart(signum, frame)
-        stop_serving(signum, frame)
+        if not supervised:  # a supervised worker only drains; its supervisor re-executes
+            _request_restart(signum, frame)
+        # Stop accepting first, and let connections accepted a moment ago send their request
+        # before uvicorn shuts down: it closes connections with no request in progress, and a
+        # client that had just connected would see it disconnect without an answer. New
+        # connections wait in the listening socket's backlog, which the restart keeps.
+        for server, _ in servers:
+            for listening in getattr(server, "servers", []):
+                listening.close()
+        asyncio.get_event_loop().call_later(DRAIN_SECONDS, stop_serving, signum, frame)
 
     # uvicorn restores the handlers it found and re-raises the signal once it has shut down;
     # with these in place, that no longer kills the process before the job worker has put
     # its running job back.
     signal.signal(signal.SIGTERM, stop_serving)
     signal.signal(signal.SIGINT, stop_serving)
-    # A supervised worker is restarted by its supervisor, which stops it with SIGTERM.
-    signal.signal(signal.SIGHUP, signal.SIG_IGN if supervised else restart)
+    # A supervised worker gets SIGHUP from its supervisor when the replica restarts.
+    signal.signal(signal.SIGHUP, restart)
     worker = JobWorker(services, rid)
 
     async def announce() -> None:
@@ -534,7 +544,8 @@ def _supervise(settings: Settings, listeners: list[Listener]) -> None:
                 procs[i] = start()
     for proc in procs:
         if proc.is_alive():
-            proc.terminate()
+            # On a restart the workers drain (stop accepting, finish what they accepted).
+            os.kill(proc.pid, signal.SIGHUP if _restart else signal.SIGTERM)
     for proc in procs:
         proc.join(15)
         if proc.is_alive():
