@@ -5,6 +5,8 @@ the application of a plain-HTTP listener that only redirects to HTTPS."""
 from __future__ import annotations
 
 import json
+import logging
+import re
 from collections.abc import Callable
 
 from starlette.types import ASGIApp, Receive, Scope, Send
@@ -18,6 +20,11 @@ from wharf.services import Services, build_services
 # that lacks it because of where it came from would be one more thing to reason about.
 HSTS = (b"strict-transport-security", b"max-age=31536000")
 CA_PATH = "/ca"
+# Bytes no header value may hold: uvicorn refuses to send such a response and drops the
+# connection without an answer (while the access log says 200).
+_UNSAFE_VALUE = re.compile(rb"[\x00-\x08\x0a-\x1f\x7f]")
+
+log = logging.getLogger("wharf")
 
 
 def create_app(
@@ -41,7 +48,7 @@ def create_app(
             return
         if scope["type"] != "http":
             return
-        send = _with_header(send, HSTS)
+        send = _safe_header_values(_with_header(send, HSTS))
         path = scope["path"]
         if path == CA_PATH:
             await _serve_ca(scope, send, ca_pem() if ca_pem else None)
@@ -104,7 +111,7 @@ def redirect_to_https(settings: Settings, app: ASGIApp) -> ASGIApp:
             host = _header(scope, b"host")
             # Never a Host that fails the registry's own check: it would be reflected into
             # the Location header verbatim.
-            name = _strip_port(host) if host is not None and _HOST.match(host) else fallback
+            name = _strip_port(host) if host is not None and _HOST.fullmatch(host) else fallback
             if name is None:
                 await _respond(send, 400, _BAD_HOST)
                 return
@@ -201,6 +208,27 @@ def _with_header(send: Send, header: tuple[bytes, bytes]) -> Send:
         await send(message)
 
     return wrapped
+
+
+def _safe_header_values(send: Send) -> Send:
+    """Last line of defence for values echoed into headers (a name stored before it was
+    validated): control characters are sent percent-encoded rather than the connection lost."""
+
+    async def wrapped(message: dict) -> None:
+        if message["type"] == "http.response.start":
+            headers = message.get("headers", [])
+            if any(_UNSAFE_VALUE.search(value) for _, value in headers):
+                message["headers"] = [(name, _escape(name, value)) for name, value in headers]
+        await send(message)
+
+    return wrapped
+
+
+def _escape(name: bytes, value: bytes) -> bytes:
+    if not _UNSAFE_VALUE.search(value):
+        return value
+    log.warning("control characters in the %s response header, sent percent-encoded", name)
+    return _UNSAFE_VALUE.sub(lambda m: b"%%%02X" % m.group()[0], value)
 
 
 async def _lifespan(receive: Receive, send: Send) -> None:

@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
+from urllib.parse import quote
 
 from fastapi import Query, Request
 from fastapi.responses import JSONResponse
@@ -74,6 +75,17 @@ def identity(request: Request) -> Identity:
         ) from None
 
 
+# Printable ASCII but "%": kept as is in a header value.
+_HEADER_SAFE = "".join(chr(c) for c in range(0x20, 0x7F) if chr(c) != "%")
+
+
+def header_value(value: str) -> str:
+    """A record's key as a header value: as it is for every valid name; control characters
+    and non-ASCII (a name stored before names were checked whole) percent-encoded as UTF-8,
+    since a header cannot carry them."""
+    return quote(value, safe=_HEADER_SAFE)
+
+
 @dataclass
 class Page:
     start: str | None
@@ -95,6 +107,6 @@ def paged(items: list[dict[str, Any]], p: Page, key: str | Callable[[dict], Any]
     headers = {}
     if len(items) > p.size:
         nxt = items[p.size]
-        headers["X-Next-Page-Start"] = str(key(nxt) if callable(key) else nxt[key])
+        headers["X-Next-Page-Start"] = header_value(str(key(nxt) if callable(key) else nxt[key]))
         items = items[: p.size]
     return JSONResponse(items, headers=headers)
