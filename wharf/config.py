@@ -145,7 +145,9 @@ def load_settings(
     return settings
 
 
-_HOSTNAME = re.compile(r"^(?!-)[A-Za-z0-9-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9-]{1,63}(?<!-))*\.?$")
+_HOSTNAME = re.compile(r"(?!-)[A-Za-z0-9-]{1,63}(?<!-)(\.(?!-)[A-Za-z0-9-]{1,63}(?<!-))*\.?")
+
+_PORT = re.compile(r"[0-9]{1,5}")
 
 
 def parse_external_url(value: str) -> str:
@@ -169,7 +171,7 @@ def parse_external_url(value: str) -> str:
         ip = ipaddress.ip_address(host)
         host = f"[{ip}]" if ip.version == 6 else str(ip)
     except ValueError:
-        if len(host) > 253 or not _HOSTNAME.match(host):
+        if len(host) > 253 or not _HOSTNAME.fullmatch(host):
             raise ConfigError(f"{problem}: {url.hostname!r} is not a valid host name") from None
         host = host.rstrip(".")
     default = 443 if url.scheme == "https" else 80
@@ -180,7 +182,8 @@ def parse_external_url(value: str) -> str:
 
 def split_addr(addr: str) -> tuple[str, int]:
     host, sep, port = addr.rpartition(":")
-    if not sep or not port.isdigit() or not 0 <= int(port) <= 65535:
+    # ASCII digits only: str.isdigit() is true for "²", which int() refuses.
+    if not sep or not _PORT.fullmatch(port) or not 0 <= int(port) <= 65535:
         raise ConfigError(f"invalid address {addr!r}: expected HOST:PORT")
     return host.strip("[]") or "0.0.0.0", int(port)  # noqa: S104 - an explicit empty host
 

@@ -102,7 +102,7 @@ def last_certificate(chain_pem: str) -> str | None:
 
 # -- names -------------------------------------------------------------------------------
 
-_LABEL = re.compile(r"^(?!-)[a-z0-9-]{1,63}(?<!-)$")
+_LABEL = re.compile(r"(?!-)[a-z0-9-]{1,63}(?<!-)")  # matched whole
 
 
 def check_name(name: str) -> str:
@@ -116,7 +116,7 @@ def check_name(name: str) -> str:
     labels = name.rstrip(".").split(".")
     if labels and labels[0] == "*" and len(labels) > 2:
         labels = labels[1:]
-    if not name or len(name) > 253 or not all(_LABEL.match(label) for label in labels):
+    if not name or len(name) > 253 or not all(_LABEL.fullmatch(label) for label in labels):
         raise TLSError(
             f"{name!r} is not a valid DNS name or IP address for a certificate (letters, "
             "digits and hyphens in dot-separated labels, or an IPv4/IPv6 address)"

@@ -12,6 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 from wharf.auth.audit import Audit
 from wharf.auth.identity import Identity
+from wharf.management import validation
 from wharf.management.errors import Invalid, NotAuthenticated, NotAuthorized, ServiceError
 from wharf.metadata.identity import IdentityStore, NamespaceInUse
 from wharf.metadata.models import User
@@ -156,7 +157,14 @@ class DirectoryService:
 
     def _provision(self, found: LdapUser) -> str:
         """Create the account of a directory user: "created", "exists" (made concurrently,
-        or an organisation's name) or "blocked" (unowned repositories use the name)."""
+        or an organisation's name) or "blocked" (unowned repositories use the name, or it is
+        not a valid account name)."""
+        try:
+            # The directory is input like any other: a name the API would refuse is not stored.
+            validation.account_name(found.username)
+        except Invalid:
+            log.warning("LDAP user %r not provisioned: not a valid account name", found.username)
+            return "blocked"
         try:
             self.identities.create_account(
                 found.username,

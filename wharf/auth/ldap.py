@@ -42,7 +42,7 @@ _INVALID_CREDENTIALS = 49
 # (AD and ppolicy use 49/53 for locked, disabled and expired accounts).
 _USER_BIND_REFUSED = frozenset({48, 49, 50, 53})
 
-_ATTR_RE = re.compile(r"^(?:[A-Za-z][A-Za-z0-9-]*|[0-9]+(?:\.[0-9]+)+)$")
+_ATTR_RE = re.compile(r"[A-Za-z][A-Za-z0-9-]*|[0-9]+(?:\.[0-9]+)+")  # matched whole
 
 # camelCase key -> (field name, required)
 _KEYS: dict[str, tuple[str, bool]] = {
@@ -96,7 +96,7 @@ class LdapConfig:
             ) from None
         for name in ("username_attr", "fullname_attr", "group_member_attr"):
             value = getattr(self, name)
-            if not isinstance(value, str) or not _ATTR_RE.match(value):
+            if not isinstance(value, str) or not _ATTR_RE.fullmatch(value):
                 raise ValueError(f"LDAP {name} must be an attribute name, got {value!r}")
         if not _valid_filter(self.user_filter):
             raise ValueError(

@@ -8,8 +8,9 @@ from wharf.auth.access import LEVELS
 from wharf.management.errors import Invalid
 
 # An account is a namespace: its name is one component of a repository name.
-_NAME = re.compile(r"^[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*$")
-_TEAM = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+# Matched whole (fullmatch): with `$`, "name\n" would pass.
+_NAME = re.compile(r"[a-z0-9]+(?:(?:[._]|__|-+)[a-z0-9]+)*")
+_TEAM = re.compile(r"[A-Za-z0-9][A-Za-z0-9._-]{0,99}")
 MAX_ACCOUNT_NAME = 64
 MIN_PASSWORD, MAX_PASSWORD = 8, 1024
 MAX_LABEL = 255
@@ -21,7 +22,7 @@ def account_name(name: object) -> str:
         not isinstance(name, str)
         or not name
         or len(name) > MAX_ACCOUNT_NAME
-        or not _NAME.match(name)
+        or not _NAME.fullmatch(name)
     ):
         raise Invalid(
             "account names are 1-64 lowercase letters, digits and separators (. _ -), "
@@ -34,7 +35,7 @@ def account_name(name: object) -> str:
 
 
 def repository_name(name: object) -> str:
-    if not isinstance(name, str) or not name or len(name) > 190 or not _NAME.match(name):
+    if not isinstance(name, str) or not name or len(name) > 190 or not _NAME.fullmatch(name):
         raise Invalid(
             "repository names are lowercase letters, digits and separators (. _ -), "
             "starting and ending with a letter or digit",
@@ -44,7 +45,7 @@ def repository_name(name: object) -> str:
 
 
 def team_name(name: object) -> str:
-    if not isinstance(name, str) or not _TEAM.match(name):
+    if not isinstance(name, str) or not _TEAM.fullmatch(name):
         raise Invalid(
             "team names are 1-100 letters, digits, '.', '_' or '-', starting with a letter or"
             " digit",

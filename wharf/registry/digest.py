@@ -7,8 +7,8 @@ from dataclasses import dataclass
 
 from wharf.registry.errors import DigestInvalid
 
-# The spec's grammar: algorithm ":" encoded.
-_DIGEST_RE = re.compile(r"^([a-z0-9]+(?:[+._-][a-z0-9]+)*):([a-zA-Z0-9=_-]+)$")
+# The spec's grammar: algorithm ":" encoded, matched whole (a trailing newline is refused).
+_DIGEST_RE = re.compile(r"([a-z0-9]+(?:[+._-][a-z0-9]+)*):([a-zA-Z0-9=_-]+)")
 _HEX_LENGTH = {"sha256": 64, "sha512": 128}
 SUPPORTED_ALGORITHMS = tuple(_HEX_LENGTH)
 CANONICAL = "sha256"
@@ -25,7 +25,7 @@ class Digest:
 
 def parse_digest(value: str) -> Digest:
     """Parse and validate a digest; raise DIGEST_INVALID for malformed or unsupported ones."""
-    m = _DIGEST_RE.match(value)
+    m = _DIGEST_RE.fullmatch(value)
     if not m:
         raise DigestInvalid(value, message="invalid digest format")
     algorithm, encoded = m.groups()

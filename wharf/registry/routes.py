@@ -33,7 +33,8 @@ async def _base(ctx: Context) -> Any:
 
 
 def _route(pattern: str, **methods: tuple[Handler, str]) -> Route:
-    return Route(re.compile(pattern), methods)
+    # DOTALL: a name holding a newline reaches validate_name (NAME_INVALID), not "no route".
+    return Route(re.compile(pattern, re.DOTALL), methods)
 
 
 _NAME = r"(?P<name>.+)"
@@ -69,7 +70,7 @@ ROUTES: tuple[Route, ...] = (
 
 def match(path: str) -> tuple[Route, dict[str, str]] | None:
     for route in ROUTES:
-        m = route.pattern.match(path)
+        m = route.pattern.fullmatch(path)
         if m:
             return route, m.groupdict()
     return None

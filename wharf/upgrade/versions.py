@@ -11,7 +11,7 @@ import re
 from dataclasses import dataclass
 from functools import total_ordering
 
-_SEMVER = re.compile(r"^(0|[1-9][0-9]{0,5})\.(0|[1-9][0-9]{0,5})\.(0|[1-9][0-9]{0,5})$")
+_SEMVER = re.compile(r"(0|[1-9][0-9]{0,5})\.(0|[1-9][0-9]{0,5})\.(0|[1-9][0-9]{0,5})")
 
 
 class VersionError(ValueError):
@@ -27,7 +27,7 @@ class Version:
 
     @classmethod
     def parse(cls, text: str) -> Version:
-        match = _SEMVER.match(text.strip())
+        match = _SEMVER.fullmatch(text.strip())
         if match is None:
             raise VersionError(f"{text!r} is not a version of the form MAJOR.MINOR.PATCH")
         return cls(*(int(g) for g in match.groups()))
