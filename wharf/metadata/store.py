@@ -561,9 +561,10 @@ class MetadataStore:
         row = self._fetch_one(query, repository=repository, digest=digest)
         return Manifest(row[0], digest, row[1], bytes(row[2])) if row else None
 
-    def existing_manifests(self, repository_id: int, digests: Iterable[str]) -> set[str]:
+    def manifest_sizes(self, repository_id: int, digests: Iterable[str]) -> dict[str, int]:
+        """The length of each of these manifests the repository holds, by digest."""
         wanted = set(digests)
-        found: set[str] = set()
+        found: dict[str, int] = {}
         for column, prefix in (
             (t.manifests.c.sha256, "sha256:"),
             (t.manifests.c.sha512, "sha512:"),
@@ -571,9 +572,11 @@ class MetadataStore:
             some = [d for d in wanted if d.startswith(prefix)]
             if not some:
                 continue
-            q = select(column).where(t.manifests.c.repository_id == repository_id, column.in_(some))
+            q = select(column, t.manifests.c.size).where(
+                t.manifests.c.repository_id == repository_id, column.in_(some)
+            )
             with self._read() as conn:
-                found.update(conn.execute(q).scalars())
+                found.update({digest: size for digest, size in conn.execute(q)})
         return found
 
     def put_manifest(

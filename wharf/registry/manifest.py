@@ -7,12 +7,23 @@ service, which knows the repository.
 from __future__ import annotations
 
 import json
+import re
 from dataclasses import dataclass, field
+from itertools import accumulate
 from typing import Any
 
 from wharf.registry import mediatypes as mt
 from wharf.registry.digest import Digest, parse_digest
 from wharf.registry.errors import DigestInvalid, ManifestInvalid
+
+MAX_SIZE = 2**63 - 1  # sizes are stored in BigInteger columns: 0 <= size < 2**63
+# Real manifests nest 4 or 5 levels deep; Python's JSON parser and serialiser recurse, and a
+# document nested near the interpreter's recursion limit would fail in one place and not in
+# another.
+MAX_DEPTH = 100
+_STRING = re.compile(rb'"[^"\\]*(?:\\.[^"\\]*)*"')
+_NOT_BRACKET = bytes(sorted(set(range(256)) - set(b"[]{}")))
+_STEP = bytes.maketrans(b"[{]}", b"\x01\x01\xff\xff")  # +1 and -1 as signed bytes
 
 
 @dataclass(frozen=True, slots=True)
@@ -24,7 +35,9 @@ class Descriptor:
 
     @property
     def is_foreign(self) -> bool:
-        return self.media_type in mt.NON_DISTRIBUTABLE_LAYERS or bool(self.urls)
+        # Only the non-distributable layer types may live elsewhere (as distribution has it):
+        # `urls` on any other descriptor does not excuse its blob from being in the repository.
+        return self.media_type in mt.NON_DISTRIBUTABLE_LAYERS
 
 
 @dataclass(frozen=True, slots=True)
@@ -39,10 +52,14 @@ class ParsedManifest:
 
 def parse_manifest(body: bytes, content_type: str | None) -> ParsedManifest:
     """Parse a manifest body, deciding its media type from Content-Type and the body."""
+    if _depth(body) > MAX_DEPTH:
+        raise ManifestInvalid(f"manifest nests arrays and objects over {MAX_DEPTH} levels deep")
     try:
         doc = json.loads(body)
     except (ValueError, UnicodeDecodeError) as e:
         raise ManifestInvalid(f"manifest is not valid JSON: {e}") from None
+    except RecursionError:  # a UTF-16 or UTF-32 body can hide its depth from _depth()
+        raise ManifestInvalid("manifest nests arrays and objects too deep") from None
     if not isinstance(doc, dict):
         raise ManifestInvalid("manifest must be a JSON object")
 
@@ -89,6 +106,9 @@ def parse_manifest(body: bytes, content_type: str | None) -> ParsedManifest:
         if not isinstance(layers, list):
             raise ManifestInvalid("layers must be a list")
         blobs = (config, *(_descriptor(layer, "layers[]") for layer in layers))
+        # The image size (manifest, config and layers) is stored too.
+        if len(body) + sum(d.size for d in blobs) > MAX_SIZE:
+            raise ManifestInvalid("the sizes of the config and layers add up past 2^63 - 1")
         # The referrers API reports the config's media type when a manifest has no artifactType.
         artifact_type = artifact_type or config.media_type
         return ParsedManifest(media_type, blobs, (), subject, artifact_type, annotations)
@@ -108,8 +128,8 @@ def _descriptor(value: Any, where: str) -> Descriptor:
         raise ManifestInvalid(f"{where}: descriptor has no mediaType")
     if not isinstance(digest, str):
         raise ManifestInvalid(f"{where}: descriptor has no digest")
-    if not isinstance(size, int) or isinstance(size, bool) or size < 0:
-        raise ManifestInvalid(f"{where}: descriptor size must be a non-negative integer")
+    if not isinstance(size, int) or isinstance(size, bool) or not 0 <= size <= MAX_SIZE:
+        raise ManifestInvalid(f"{where}: descriptor size must be an integer from 0 to 2^63 - 1")
     try:
         parsed = parse_digest(digest)
     except DigestInvalid as e:
@@ -118,3 +138,10 @@ def _descriptor(value: Any, where: str) -> Descriptor:
     if not isinstance(urls, list | tuple) or not all(isinstance(u, str) for u in urls):
         raise ManifestInvalid(f"{where}: urls must be a list of strings")
     return Descriptor(media_type, parsed, size, tuple(urls))
+
+
+def _depth(body: bytes) -> int:
+    """How deep arrays and objects nest (brackets in strings aside), found without recursing:
+    the running sum of +1 per opening and -1 per closing bracket, at its highest."""
+    steps = _STRING.sub(b"", body).translate(_STEP, _NOT_BRACKET)
+    return max(accumulate(memoryview(steps).cast("b")), default=0)

@@ -438,10 +438,17 @@ class RegistryService:
                 )
         children = {str(d.digest) for d in parsed.manifests}
         if children:
-            present = await run(self.store.existing_manifests, repo.id, children)
-            missing = sorted(children - present)
+            stored_sizes = await run(self.store.manifest_sizes, repo.id, children)
+            missing = sorted(children - set(stored_sizes))
             if missing:
                 raise ManifestBlobUnknown({"digest": missing[0]}, message="manifest unknown")
+            for child in parsed.manifests:
+                stored_size = stored_sizes[str(child.digest)]
+                if child.size != stored_size:
+                    raise ManifestInvalid(
+                        {"digest": str(child.digest), "size": child.size, "stored": stored_size},
+                        message="descriptor size does not match the stored manifest",
+                    )
 
         references = [("blob", str(d.digest)) for d in parsed.blobs]
         references += [("manifest", child) for child in children]

@@ -8,10 +8,10 @@ from starlette.types import Receive, Scope, Send
 
 from wharf.registry.digest import parse_digest
 from wharf.registry.errors import BlobUnknown, RegistryError
-from wharf.registry.handlers.context import Context, empty
+from wharf.registry.handlers.context import Context, empty, number
 from wharf.registry.service import READ_CHUNK, BlobInfo, RegistryService, run
 
-_RANGE = re.compile(r"^bytes=(\d*)-(\d*)$")
+_RANGE = re.compile(r"bytes=([0-9]*)-([0-9]*)")  # ASCII digits, matched whole
 IGNORE = (0, -1)  # a Range header to ignore: serve the whole blob (RFC 9110 14.2)
 
 
@@ -58,19 +58,26 @@ def _parse_range(value: str, size: int) -> tuple[int, int] | None:
     value = value.strip()
     if not value.startswith("bytes=") or "," in value:
         return IGNORE
-    m = _RANGE.match(value)
+    m = _RANGE.fullmatch(value)
     if not m or (not m.group(1) and not m.group(2)):
         return None
     if not m.group(1):  # suffix range: the last N bytes
-        n = int(m.group(2))
+        n = _position(m.group(2))
         if n == 0 or size == 0:
             return None
         return max(size - n, 0), size - 1
-    start = int(m.group(1))
-    end = int(m.group(2)) if m.group(2) else size - 1
+    start = _position(m.group(1))
+    end = _position(m.group(2)) if m.group(2) else size - 1
     if start >= size or end < start:
         return None
     return start, min(end, size - 1)
+
+
+def _position(digits: str) -> int:
+    # Past any blob's size whatever its length; int() refuses more than 4,300 digits.
+    n = number(digits)
+    assert n is not None
+    return n
 
 
 class BlobResponse:

@@ -13,10 +13,23 @@ from starlette.responses import Response
 from wharf.auth.access import PULL, AccessService
 from wharf.auth.identity import Identity
 from wharf.registry.errors import BlobUploadInvalid, RangeInvalid, RegistryError
+from wharf.registry.manifest import MAX_SIZE
 from wharf.registry.service import RegistryService
 
-_CONTENT_RANGE = re.compile(r"^(?:bytes[ =])?(\d+)-(\d+)(?:/(?:\d+|\*))?$")
+# ASCII digits only, matched whole: `\d` and str.isdigit() accept "²" or "٣", which int()
+# refuses or reads; `$` accepts a trailing newline.
+_CONTENT_RANGE = re.compile(r"(?:bytes[ =])?([0-9]+)-([0-9]+)(?:/(?:[0-9]+|\*))?")
+_DIGITS = re.compile(r"[0-9]+")
 MAX_PAGE = 10_000
+
+
+def number(value: str) -> int | None:
+    """A decimal of ASCII digits, None when it is not one; values past MAX_SIZE (even of
+    thousands of digits, which int() refuses) are MAX_SIZE + 1, for the caller to refuse or
+    clamp."""
+    if not _DIGITS.fullmatch(value):
+        return None
+    return int(value) if len(value) <= 19 else MAX_SIZE + 1
 
 
 @dataclass(slots=True)
@@ -58,9 +71,10 @@ class Context:
         value = self.header("content-length")
         if value is None:
             return None
-        if not value.isdigit():
+        length = number(value.strip())
+        if length is None or length > MAX_SIZE:
             raise BlobUploadInvalid("invalid Content-Length")
-        return int(value)
+        return length
 
     def has_body(self) -> bool:
         length = self.content_length()
@@ -71,11 +85,12 @@ class Context:
         value = self.header("content-range")
         if value is None:
             return None
-        m = _CONTENT_RANGE.match(value.strip())
+        m = _CONTENT_RANGE.fullmatch(value.strip())
         if not m:
             raise RangeInvalid(f"invalid Content-Range {value!r}")
-        start, end = int(m.group(1)), int(m.group(2))
-        if end < start:
+        start, end = number(m.group(1)), number(m.group(2))
+        assert start is not None and end is not None
+        if end < start or end > MAX_SIZE:
             raise RangeInvalid(f"invalid Content-Range {value!r}")
         length = end - start + 1
         declared = self.content_length()
@@ -88,9 +103,10 @@ class Context:
         raw_n, last = self.query("n"), self.query("last")
         if raw_n is None or raw_n == "":
             return MAX_PAGE, last
-        if not raw_n.isdigit():
+        n = number(raw_n)
+        if n is None:
             raise PaginationInvalid(raw_n)
-        return min(int(raw_n), MAX_PAGE), last
+        return min(n, MAX_PAGE), last
 
 
 class PaginationInvalid(RegistryError):
