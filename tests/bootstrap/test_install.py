@@ -17,7 +17,7 @@ import pytest
 from tests import metadata_db
 from tests.bootstrap.helpers import Replica, install_args, wharf
 from tests.conftest import free_port
-from wharf import tls
+from wharf import __version__, tls
 
 
 def test_install_creates_a_cluster_served_over_https(tmp_path):
@@ -53,7 +53,7 @@ def test_install_creates_a_cluster_served_over_https(tmp_path):
             httpx.get(f"{replica.url}/v2/")  # not a publicly trusted certificate
         s = wharf("status", "--config", data / "wharf.toml")
         assert s.returncode == 0, s.stdout + s.stderr
-        assert "cluster version 0.2.0" in s.stdout and rid in s.stdout
+        assert f"cluster version {__version__}" in s.stdout and rid in s.stdout
         assert f"https://127.0.0.1:{replica.https_port}" in s.stdout
     finally:
         replica.stop()

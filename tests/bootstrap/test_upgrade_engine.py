@@ -1,7 +1,7 @@
-"""The upgrade engine on both metadata stores: the real 0.1.0 -> 0.2.0 upgrade (a schema
-revision and a background backfill), a synthetic history with data steps, refusals, and an
-upgrade killed at every step (and inside a step's transaction) that, run again, ends in
-exactly the state of an uninterrupted run."""
+"""The upgrade engine on both metadata stores: the real upgrade from 0.1.0 (a schema
+revision, a data step and a background backfill), a synthetic history with data steps,
+refusals, and an upgrade killed at every step (and inside a step's transaction) that, run
+again, ends in exactly the state of an uninterrupted run."""
 
 from __future__ import annotations
 
@@ -180,9 +180,15 @@ def test_a_0_1_0_cluster_is_known_by_its_schema_and_must_be_upgraded(tmp_path, r
         with pytest.raises(UpgradeRefused, match=r"runs Wharf 0\.1\.0 .* run `wharf upgrade`"):
             check_start(store)
         outcome = upgrade(store, say=lambda _: None)
-        assert outcome.ran == ["begin", "schema 0006", "start background migrations", "finish"]
+        assert outcome.ran == [
+            "begin",
+            "schema 0006",
+            "0.2.1: repair stored names",
+            "start background migrations",
+            "finish",
+        ]
         state = check_start(store)
-        assert (state.version, state.schema, state.upgrade) == ("0.2.0", "0006", None)
+        assert (state.version, state.schema, state.upgrade) == ("0.2.1", "0006", None)
         with store.engine.connect() as conn:
             jobs = conn.execute(select(t.jobs.c.action, t.jobs.c.retries_left)).all()
             sizes = conn.execute(select(t.manifests.c.image_size)).scalars().all()
@@ -210,10 +216,16 @@ def test_the_real_upgrade_killed_after_each_step_ends_as_an_uninterrupted_one(
     expected = dump(reference)
     store = MetadataStore(reference)
     try:
-        names = ["begin", *steps_for(store, "0.1.0", "0.2.0", "0005"), "finish"]
+        names = ["begin", *steps_for(store, "0.1.0", "0.2.1", "0005"), "finish"]
     finally:
         store.dispose()
-    assert names == ["begin", "schema 0006", "start background migrations", "finish"]
+    assert names == [
+        "begin",
+        "schema 0006",
+        "0.2.1: repair stored names",
+        "start background migrations",
+        "finish",
+    ]
     for i, name in enumerate(names):
         url = new_db(tmp_path, f"killed{i}")
         make_0_1_0(url)

@@ -425,7 +425,7 @@ class _Restore:
         from wharf.metadata.identity import IdentityStore
         from wharf.metadata.store import MetadataStore, utcnow
         from wharf.storage.config import CREDENTIALS_FILE, STORAGE_SETTING
-        from wharf.upgrade.engine import CLUSTER_SETTING, _get, _set
+        from wharf.upgrade.engine import CLUSTER_SETTING, _get, _set, run_data_steps
         from wharf.upgrade.history import software_version
 
         m = verified.manifest
@@ -443,8 +443,11 @@ class _Restore:
             url = settings.db_url
         self.target = MetadataStore(url)
         now = utcnow().isoformat()
+        repairs: list[str] = []
 
         def adjust(conn: Any) -> None:
+            # A backup of an earlier patch: that patch's data steps, as its upgrade would.
+            repairs[:] = run_data_steps(conn, m["wharfVersion"], software_version())
             record = dict(_get(conn, CLUSTER_SETTING) or cluster)
             record["version"] = software_version()
             if values.get("external_url"):
@@ -463,6 +466,8 @@ class _Restore:
         click.echo(f"restoring a backup of Wharf {m['wharfVersion']} taken {m['createdAt']} ...")
         report = load(verified, self.target, adjust=adjust)
         self.loaded = True
+        for line in repairs:
+            click.echo(f"  {line}")
         if final_db is not None:
             with self.target.engine.connect() as conn:
                 conn.exec_driver_sql("PRAGMA wal_checkpoint(TRUNCATE)")

@@ -171,7 +171,7 @@ def _exclusive(store: MetadataStore) -> Iterator[None]:
 @dataclass(frozen=True)
 class PlannedStep:
     name: str
-    run: Callable[[], None]
+    run: Callable[[], list[str] | None]  # a data step's report
 
 
 def _schema_revisions(store: MetadataStore, current: str | None, target: str) -> list[str]:
@@ -227,13 +227,16 @@ def _schema_step(store: MetadataStore, rev: str) -> None:
         _mark_done(store, conn, f"schema {rev}")
 
 
-def _data_step(store: MetadataStore, name: str, run: Callable[[Connection], Any]) -> None:
+def _data_step(
+    store: MetadataStore, name: str, run: Callable[[Connection], list[str] | None]
+) -> list[str] | None:
     with store._write() as conn:
         intent = _get(conn, UPGRADE_SETTING)
         if intent is None or name in intent["done"]:
-            return
-        run(conn)
+            return None
+        report = run(conn)
         _mark_done(store, conn, name)
+    return report
 
 
 def _queue_background(store: MetadataStore, name: str, migrations: list[str]) -> None:
@@ -249,6 +252,17 @@ def _queue_background(store: MetadataStore, name: str, migrations: list[str]) ->
             created_by="wharf upgrade",
             conn=conn,
         )
+
+
+def run_data_steps(conn: Connection, source: str, target: str) -> list[str]:
+    """Run the data steps of the releases after `source` up to `target` in the caller's
+    transaction (a restore of an older patch's backup, which no `wharf upgrade` will see);
+    returns their reports."""
+    report: list[str] = []
+    for release in history.between(source, target):
+        for step in release.steps:
+            report += step.run(conn) or []
+    return report
 
 
 @dataclass(frozen=True)
@@ -305,7 +319,8 @@ def upgrade(
             if step.name in done:
                 continue
             say(f"  {step.name}")
-            step.run()
+            for line in step.run() or ():
+                say(f"    {line}")
             ran.append(step.name)
             if after_step:
                 after_step(step.name)

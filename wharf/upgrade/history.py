@@ -24,7 +24,6 @@ from collections.abc import Callable
 from dataclasses import dataclass
 from functools import cache
 from types import ModuleType
-from typing import Any
 
 from sqlalchemy import Connection
 
@@ -35,10 +34,17 @@ HISTORY_ENV = "WHARF_RELEASE_HISTORY"
 
 @dataclass(frozen=True)
 class Step:
-    """A data step of an upgrade: `run(conn)` inside the transaction that records it."""
+    """A data step of an upgrade: `run(conn)` inside the transaction that records it; what
+    it returns, lines of a report, is printed by `wharf upgrade`."""
 
     name: str
-    run: Callable[[Connection], Any]
+    run: Callable[[Connection], list[str] | None]
+
+
+def _repair_stored_names(conn: Connection) -> list[str]:
+    from wharf.upgrade.names import repair_stored_names
+
+    return repair_stored_names(conn)
 
 
 @dataclass(frozen=True)
@@ -62,6 +68,12 @@ RELEASES: tuple[Release, ...] = (
         schema="0006",
         background=("manifest-image-size",),
         notes="bootstrapper (TLS, upgrade, remove, destroy); manifests record their image size",
+    ),
+    Release(
+        "0.2.1",
+        schema="0006",
+        steps=(Step("repair stored names", _repair_stored_names),),
+        notes="names are matched whole; names stored with a trailing newline are repaired",
     ),
 )
 
