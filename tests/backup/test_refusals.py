@@ -13,7 +13,10 @@ import pytest
 
 from tests.backup.helpers import PASSPHRASE, backup_to, restore_from, wharf
 from tests.bootstrap.helpers import install_args
+from tests.bootstrap.synthetic_history import NOTES
 from tests.conftest import free_port
+from wharf.metadata.identity import IdentityStore
+from wharf.metadata.store import MetadataStore
 
 pytestmark = pytest.mark.once
 
@@ -152,6 +155,23 @@ def test_versions_minor_refused_patch_warned(archives):
         assert json.loads(status.stdout)["cluster"]["version"] == "1.0.1"
     finally:
         version.write_text("1.0.0\n")
+
+
+def test_a_restore_on_a_later_patch_runs_that_patch_s_data_steps(archives):
+    """As an upgrade to it would (0.2.1 repairs stored names): the restore records the new
+    version, so no `wharf upgrade` would run them later."""
+    version = archives["version"]
+    try:
+        version.write_text("1.0.2\n")
+        r, target = _restore(archives, archives["clear"], "steps")
+        assert r.returncode == 0, r.stderr.decode()
+    finally:
+        version.write_text("1.0.0\n")
+    store = MetadataStore(f"sqlite:///{target / 'wharf.db'}")
+    try:
+        assert IdentityStore(store).get_setting(NOTES) == ["1.0.2 seed"]
+    finally:
+        store.dispose()
 
 
 def test_existing_installation_is_refused(archives):
