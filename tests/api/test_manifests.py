@@ -371,7 +371,8 @@ def test_oci_nondistributable_layer_needs_no_upload(client, repo):
     assert put_manifest(client, repo, "v1", body).status_code == 201
 
 
-def test_layer_with_urls_needs_no_upload(client, repo):
+def test_layer_with_urls_needs_an_upload_unless_non_distributable(client, repo):
+    # As distribution: `urls` excuse only the non-distributable (foreign) layer types.
     config = b"{}"
     push_blob(client, repo, config)
     layer = {
@@ -381,6 +382,10 @@ def test_layer_with_urls_needs_no_upload(client, repo):
         "urls": ["https://example.com/layer"],
     }
     body = canonical(image_manifest(descriptor(OCI_CONFIG, config), [layer]))
+    assert_error(put_manifest(client, repo, "v1", body), 400, "MANIFEST_BLOB_UNKNOWN")
+    body = canonical(
+        image_manifest(descriptor(OCI_CONFIG, config), [{**layer, "mediaType": OCI_NONDIST_LAYER}])
+    )
     assert put_manifest(client, repo, "v1", body).status_code == 201
 
 

@@ -113,18 +113,12 @@ def test_invalid_manifests(body):
         parse_manifest(body, mt.OCI_MANIFEST)
 
 
-def test_foreign_layers_are_marked():
-    body = _image(
-        layers=[
-            {
-                "mediaType": mt.DOCKER_MANIFEST,
-                "digest": SHA,
-                "size": 1,
-                "urls": ["https://example.invalid/layer"],
-            }
-        ]
-    )
-    assert parse_manifest(body, mt.OCI_MANIFEST).blobs[1].is_foreign
+def test_foreign_layers_are_marked_by_media_type_only():
+    layer = {"digest": SHA, "size": 1, "urls": ["https://example.invalid/layer"]}
+    foreign = {**layer, "mediaType": "application/vnd.docker.image.rootfs.foreign.diff.tar.gzip"}
+    ordinary = {**layer, "mediaType": "application/vnd.oci.image.layer.v1.tar+gzip"}
+    blobs = parse_manifest(_image(layers=[foreign, ordinary]), mt.OCI_MANIFEST).blobs
+    assert [b.is_foreign for b in blobs] == [False, True, False]
 
 
 @pytest.mark.parametrize(
