@@ -186,3 +186,20 @@ def test_sync_creates_users_fills_teams_and_deactivates_leavers(server, admin, s
     events = admin.get(f"{API}/audit", params={"action": "ldap_sync"}).json()
     assert len(events) == 3
     assert all(e["success"] for e in events)
+
+
+def test_directory_users_whose_name_is_not_an_account_name_are_not_provisioned(
+    server, admin, slapd
+):
+    """The directory is input like any other: a name the API refuses is never stored."""
+    configure(admin, slapd)
+    name = f"Eve{secrets.token_hex(3)}"  # upper case: not a valid account (namespace) name
+    slapd.add_user(name, "eve-pw", "Eve Upper")
+    try:
+        assert login_status(server, name, "eve-pw") == 401
+        report = admin.post(f"{API}/meta/settings/ldap/sync").json()
+        assert report["usersSkipped"] >= 1, report
+        names = {a["name"] for a in admin.get(f"{API}/accounts", params={"pageSize": 1000}).json()}
+        assert name not in names and name.lower() not in names
+    finally:
+        slapd.delete_user(name)
