@@ -188,18 +188,24 @@ def test_sync_creates_users_fills_teams_and_deactivates_leavers(server, admin, s
     assert all(e["success"] for e in events)
 
 
-def test_directory_users_whose_name_is_not_an_account_name_are_not_provisioned(
-    server, admin, slapd
-):
-    """The directory is input like any other: a name the API refuses is never stored."""
+def test_directory_names_become_lower_case_account_names_or_are_refused(server, admin, slapd):
+    """The directory is input like any other: its names are matched case-insensitively, so a
+    mixed-case one (Active Directory's habit) is the account of that name in lower case; one
+    that is still not a valid account name is never stored."""
     configure(admin, slapd)
-    name = f"Eve{secrets.token_hex(3)}"  # upper case: not a valid account (namespace) name
-    slapd.add_user(name, "eve-pw", "Eve Upper")
+    suffix = secrets.token_hex(3)
+    upper, spaced = f"Eve{suffix}", f"eve {suffix}"
+    slapd.add_user(upper, "eve-pw", "Eve Upper")
+    slapd.add_user(spaced, "spaced-pw", "Eve Spaced")
     try:
-        assert login_status(server, name, "eve-pw") == 401
+        assert login_status(server, upper, "eve-pw") == 200
+        assert login_status(server, upper.lower(), "eve-pw") == 200
+        assert login_status(server, spaced, "spaced-pw") == 401
         report = admin.post(f"{API}/meta/settings/ldap/sync").json()
         assert report["usersSkipped"] >= 1, report
         names = {a["name"] for a in admin.get(f"{API}/accounts", params={"pageSize": 1000}).json()}
-        assert name not in names and name.lower() not in names
+        assert upper.lower() in names
+        assert upper not in names and spaced not in names
     finally:
-        slapd.delete_user(name)
+        slapd.delete_user(upper)
+        slapd.delete_user(spaced)

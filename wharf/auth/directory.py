@@ -8,6 +8,7 @@ authenticate against the directory; directory users have no local password.
 from __future__ import annotations
 
 import logging
+from dataclasses import replace
 from typing import TYPE_CHECKING, Any
 
 from wharf.auth.audit import Audit
@@ -143,6 +144,9 @@ class DirectoryService:
             return None
         if found is None:
             return None
+        found = _as_account(found)
+        if found is None:
+            return None
         existing = self.store.get_user(found.username)
         if existing is not None and existing.source != "ldap":
             return None  # a local account of the same name is not the directory's to log in
@@ -157,14 +161,7 @@ class DirectoryService:
 
     def _provision(self, found: LdapUser) -> str:
         """Create the account of a directory user: "created", "exists" (made concurrently,
-        or an organisation's name) or "blocked" (unowned repositories use the name, or it is
-        not a valid account name)."""
-        try:
-            # The directory is input like any other: a name the API would refuse is not stored.
-            validation.account_name(found.username)
-        except Invalid:
-            log.warning("LDAP user %r not provisioned: not a valid account name", found.username)
-            return "blocked"
+        or an organisation's name) or "blocked" (unowned repositories use the name)."""
         try:
             self.identities.create_account(
                 found.username,
@@ -215,7 +212,11 @@ class DirectoryService:
         try:
             users = directory.list_users()
             seen = set()
-            for found in users:
+            for listed in users:
+                found = _as_account(listed)
+                if found is None:
+                    report["usersSkipped"] += 1
+                    continue
                 seen.add(found.username)
                 existing = self.identities.get_account(found.username)
                 if existing is None:
@@ -248,7 +249,7 @@ class DirectoryService:
                 members = directory.group_members(team.ldap_group_dn)
                 ids = []
                 for username in sorted(members):
-                    user = self.store.get_user(username)
+                    user = self.store.get_user(username.lower())
                     if user is not None and user.source == "ldap":
                         ids.append(user.id)
                 added, removed = self.identities.set_team_members(team, ids)
@@ -274,3 +275,16 @@ class DirectoryService:
             details=report,
         )
         return report
+
+
+def _as_account(found: LdapUser) -> LdapUser | None:
+    """The directory user under its account name: the directory's name in lower case
+    (directories match names regardless of case; Active Directory's are often mixed-case),
+    None when that is still not a valid account name (it is then not provisioned)."""
+    name = found.username.lower()
+    try:
+        validation.account_name(name)
+    except Invalid:
+        log.warning("LDAP user %r not provisioned: not a valid account name", found.username)
+        return None
+    return replace(found, username=name)
