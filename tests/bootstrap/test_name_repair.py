@@ -83,6 +83,9 @@ def test_upgrade_to_0_2_1_repairs_and_reports_refused_names(tmp_path, caplog):
         team = identities.create_team(org.id, "dev\n")
         identities.add_team_member(team, alice.id)
         identities.create_account("carol", is_org=False)
+        # A directory user provisioned under its mixed-case directory name, and one with a space.
+        identities.create_account("JSmith", is_org=False, source="ldap", ldap_dn="uid=JSmith")
+        identities.create_account("j doe", is_org=False, source="ldap", ldap_dn="uid=j doe")
         kept = tag(store, "alice\n/app", "v1", "v2\n")
         other = tag(store, "carol/tool\n", "latest")
         good = tag(store, "dave/ok", "stable", "v1\n")
@@ -113,6 +116,8 @@ def test_upgrade_to_0_2_1_repairs_and_reports_refused_names(tmp_path, caplog):
             f"renamed-{bob2.id}": (False, False),
             "acme": (True, True),
             "carol": (False, True),
+            "jsmith": (False, True),  # logins map "JSmith" to "jsmith": it still works
+            "jdoe": (False, False),
         }
         # Teams keep their members; repositories keep their content and move with the account.
         assert rows(store, t.teams.c.name) == [("dev",)]
@@ -126,7 +131,7 @@ def test_upgrade_to_0_2_1_repairs_and_reports_refused_names(tmp_path, caplog):
         assert store.get_manifest_by_tag("carol/tool", "latest").digest == other
 
         report = [line.strip() for line in lines if line.startswith("    ")]
-        assert len(report) == 7, lines
+        assert len(report) == 9, lines
         for expected in [
             f"deleted the tag 'v2\\n' of 'alice\\n/app', an invalid tag name (it pointed at {kept}",
             f"deleted the tag 'v1\\n' of 'dave/ok', an invalid tag name (it pointed at {good}",
@@ -134,6 +139,8 @@ def test_upgrade_to_0_2_1_repairs_and_reports_refused_names(tmp_path, caplog):
             "moved to the namespace 'alice'); deactivated",
             f"renamed the user 'bob\\n' to 'renamed-{bob2.id}'",
             "renamed the organisation 'acme\\n' to 'acme', an invalid account name",
+            "renamed the user 'JSmith' to 'jsmith', an invalid account name",
+            "renamed the user 'j doe' to 'jdoe', an invalid account name; deactivated",
             "renamed the team 'dev\\n' of 'acme' to 'dev'",
             "renamed the repository 'carol/tool\\n' to 'carol/tool'",
         ]:
@@ -142,7 +149,7 @@ def test_upgrade_to_0_2_1_repairs_and_reports_refused_names(tmp_path, caplog):
         events = identities.list_events(actor="wharf upgrade")
         assert sorted(e.action for e in events) == sorted(
             ["upgrade_tag_deleted"] * 2
-            + ["upgrade_account_renamed"] * 3
+            + ["upgrade_account_renamed"] * 5
             + ["upgrade_team_renamed", "upgrade_repository_renamed"]
         )
     finally:

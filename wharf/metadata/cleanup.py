@@ -31,6 +31,7 @@ class StoredAccount:
     name: str
     is_org: bool
     is_active: bool
+    source: str  # "local" | "ldap"
 
 
 @dataclass(frozen=True)
@@ -68,7 +69,11 @@ def delete_tag(conn: Connection, tag: StoredTag) -> None:
 
 def accounts(conn: Connection) -> list[StoredAccount]:
     q = select(
-        t.accounts.c.id, t.accounts.c.name, t.accounts.c.is_org, t.accounts.c.is_active
+        t.accounts.c.id,
+        t.accounts.c.name,
+        t.accounts.c.is_org,
+        t.accounts.c.is_active,
+        t.accounts.c.source,
     ).order_by(t.accounts.c.id)
     return [StoredAccount(*row) for row in conn.execute(q)]
 

@@ -7,7 +7,9 @@
   uses (its name without the refused characters, else `renamed-<id>`), keeping its grants,
   memberships, repositories and content; a renamed user is also deactivated, since they log in
   under a name they were never told (an admin reactivates them once they know it); the
-  repositories of a renamed account move to the new namespace along with it.
+  repositories of a renamed account move to the new namespace along with it. A directory
+  (LDAP) user whose name differed only in case is renamed to it in lower case and stays
+  active: logins and the sync now map directory names to lower-case account names.
 
 Each change is logged, printed by `wharf upgrade`, and recorded in the audit trail (actor
 "wharf upgrade"), in the transaction that makes it.
@@ -70,7 +72,10 @@ def _accounts(conn: Connection, report: list[str]) -> None:
             f"renamed-{account.id}",
             lambda n: _valid(validation.account_name, n) and not cleanup.namespace_taken(conn, n),
         )
-        deactivate = not account.is_org and account.is_active
+        # A directory user renamed to their directory name in lower case (how logins and the
+        # sync now map it) keeps working; any other renamed user does not know their name.
+        known = account.source == "ldap" and new == account.name.lower()
+        deactivate = not account.is_org and account.is_active and not known
         moved = cleanup.rename_account(conn, account, new, deactivate)
         cleanup.audit(
             conn,
