@@ -344,3 +344,30 @@ def test_a_synthetic_upgrade_killed_anywhere_ends_as_an_uninterrupted_one(tmp_pa
         assert run_in_child(url) == 0
         assert dump(url) == expected, f"killed inside {note!r}"
     assert notes(reference) == ["1.1.0 first", "1.1.0 second"]
+
+
+def test_the_image_size_backfill_fits_sizes_stored_before_they_were_bounded(tmp_path, real_history):
+    """0.1.0 accepted any non-negative size: a manifest whose layers add up past what a
+    BigInteger holds gets the largest size it can hold, rather than failing the migration."""
+    url = new_db(tmp_path)
+    make_0_1_0(url)
+    store = MetadataStore(url)
+    try:
+        doc = json.loads(MANIFEST)
+        doc["layers"] = [{**doc["layers"][0], "size": 2**64}, {**doc["layers"][0], "size": 5}]
+        with store._write() as conn:
+            conn.execute(
+                t.manifests.update()
+                .where(t.manifests.c.digest == f"sha256:{0:064x}")
+                .values(content=json.dumps(doc).encode())
+            )
+        upgrade(store, say=lambda _: None)
+        identities = IdentityStore(store)
+        assert background.run_pending(store, identities, lambda _: None, lambda: False)
+        with store.engine.connect() as conn:
+            sizes = conn.execute(
+                select(t.manifests.c.image_size).order_by(t.manifests.c.digest)
+            ).scalars()
+            assert list(sizes) == [2**63 - 1, len(MANIFEST) + 1 + 1007, len(MANIFEST) + 2 + 1007]
+    finally:
+        store.dispose()

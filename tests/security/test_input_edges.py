@@ -230,3 +230,13 @@ def test_stored_bad_names_never_drop_the_connection(fresh_server):
         r = c.get("/v2/edge/app/manifests/v2")
         assert r.status_code == 200, r.text
         assert r.headers["docker-content-digest"] == image.digest + "%0A"
+
+
+def test_an_index_child_platform_of_any_json_type_is_no_500(client, repo):
+    """Platforms are not validated at push; choosing an image for an old client copes."""
+    image = push_image(client, repo, tag=None)
+    body = canonical(index_manifest([image.descriptor(platform="linux/amd64")]))
+    assert put_manifest(client, repo, "multi", body, OCI_INDEX).status_code == 201
+    accept = {"Accept": "application/vnd.docker.distribution.manifest.v2+json"}
+    r = client.get(f"/v2/{repo}/manifests/multi", headers=accept)
+    assert_error(r, 404, "MANIFEST_UNKNOWN")

@@ -778,6 +778,9 @@ class MetadataStore:
             ).scalar_one()
 
 
+MAX_IMAGE_SIZE = 2**63 - 1
+
+
 def image_size(media_type: str, content: bytes) -> int:
     """Bytes of an image: the manifest, its config and its layers (an index: itself)."""
     size = len(content)
@@ -790,7 +793,9 @@ def image_size(media_type: str, content: bytes) -> int:
     for part in [doc.get("config"), *list(doc.get("layers") or [])]:
         if isinstance(part, dict) and isinstance(part.get("size"), int):
             size += part["size"]
-    return size
+    # Pushes are refused past it since 0.2.1; a manifest stored before must still fit the
+    # BigInteger column (the 0.2.0 backfill fills it in).
+    return min(size, MAX_IMAGE_SIZE)
 
 
 class MissingReference(Exception):

@@ -49,7 +49,9 @@ async def _negotiate(
     # Docker's habit: a client that cannot read a manifest list gets the linux/amd64 image.
     if manifest.media_type in mt.INDEXES:
         for child in json.loads(manifest.content).get("manifests", []):
-            platform = child.get("platform") or {}
+            platform = child.get("platform")
+            if not isinstance(platform, dict):
+                continue  # not validated at push: any JSON
             if (
                 platform.get("os") == "linux"
                 and platform.get("architecture") == "amd64"
