@@ -240,3 +240,26 @@ def test_an_index_child_platform_of_any_json_type_is_no_500(client, repo):
     accept = {"Accept": "application/vnd.docker.distribution.manifest.v2+json"}
     r = client.get(f"/v2/{repo}/manifests/multi", headers=accept)
     assert_error(r, 404, "MANIFEST_UNKNOWN")
+
+
+def test_management_numbers_and_times_past_what_is_stored_are_400(wharf_server):
+    """An id past 2^63 - 1, or a time past the last (or before the first) UTC time, is a
+    400, not an overflow in the database driver or the datetime module."""
+    with wharf_server.client() as c:
+        job = c.post("/api/v0/jobs", json={"action": "sleep", "parameters": {"seconds": 0}})
+        assert job.status_code == 202, job.text
+        late, early = "9999-12-31T23:59:59-14:00", "0001-01-01T00:00:00+14:00"
+        requests = [
+            ("GET", "/api/v0/audit", {"before": "9" * 30}),
+            ("GET", f"/api/v0/jobs/{job.json()['id']}/logs", {"after": "9" * 30}),
+            ("GET", "/api/v0/audit", {"since": late}),
+            ("GET", "/api/v0/audit", {"until": early}),
+            ("DELETE", "/api/v0/api_tokens", {"usedbefore": early}),
+            ("DELETE", "/api/v0/api_tokens", {"usedbefore": late}),
+        ]
+        for method, path, params in requests:
+            r = c.request(method, path, params=params)
+            assert r.status_code == 400, (path, params, r.text)
+            assert r.json()["errors"][0]["code"] == "INVALID_PARAMETERS"
+        r = c.post("/api/v0/jobs", json={"action": "sleep", "scheduledAt": late})
+        assert r.status_code == 400 and r.json()["errors"][0]["code"] == "INVALID_PARAMETERS"

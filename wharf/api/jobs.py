@@ -70,7 +70,10 @@ def parse_time(value: str, name: str) -> datetime:
         ) from None
     if parsed.tzinfo is None:
         parsed = parsed.replace(tzinfo=UTC)
-    return parsed.astimezone(UTC)
+    try:
+        return parsed.astimezone(UTC)
+    except OverflowError:  # 9999-12-31T23:59:59-14:00 is past the last UTC time
+        raise ApiError(400, "INVALID_PARAMETERS", f"{name} is out of range in UTC") from None
 
 
 def _job(jobs: JobStore, job_id: str) -> dict[str, Any]:
@@ -130,7 +133,7 @@ def get_job(request: Request, job_id: str, actor: Identity = Actor) -> dict:
 def job_logs(
     request: Request,
     job_id: str,
-    after: int = Query(0, ge=0, description="Only lines numbered above this"),
+    after: int = Query(0, ge=0, le=2**63 - 1, description="Only lines numbered above this"),
     limit: int = Query(1000, ge=1, le=10_000, description="Lines at most"),
     actor: Identity = Actor,
 ) -> JSONResponse:

@@ -63,7 +63,10 @@ def audit(
     request: Request,
     action: str | None = Query(None, max_length=64),
     actor_name: str | None = Query(None, alias="actor", max_length=255),
-    before: int | None = Query(None, ge=1, description="Only events with a smaller id"),
+    # le: ids are BigInteger-sized; a larger number is a 400, not a database overflow.
+    before: int | None = Query(
+        None, ge=1, le=2**63 - 1, description="Only events with a smaller id"
+    ),
     since: datetime | None = None,
     until: datetime | None = None,
     limit: int = Query(100, ge=1, le=1000),

@@ -29,7 +29,10 @@ def utc(value: datetime | None) -> datetime | None:
     in UTC; SQLite compares their text, so `10:00+02:00` must become `08:00` first."""
     if value is None:
         return None
-    return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    try:
+        return value.replace(tzinfo=UTC) if value.tzinfo is None else value.astimezone(UTC)
+    except OverflowError:  # 9999-12-31T23:59:59-14:00 is past the last UTC time
+        raise Invalid(f"{value.isoformat()} is out of range in UTC") from None
 
 
 def iso(value: datetime | None) -> str | None:
