@@ -263,3 +263,18 @@ def test_management_numbers_and_times_past_what_is_stored_are_400(wharf_server):
             assert r.json()["errors"][0]["code"] == "INVALID_PARAMETERS"
         r = c.post("/api/v0/jobs", json={"action": "sleep", "scheduledAt": late})
         assert r.status_code == 400 and r.json()["errors"][0]["code"] == "INVALID_PARAMETERS"
+
+
+def test_job_parameters_are_flat(wharf_server):
+    """Nested parameter values were stored as given; one nested deep enough failed the
+    response (500, and the connection lost) and then every job listing."""
+    deep = b"[" * 900 + b"]" * 900
+    with wharf_server.client() as c:
+        for body in (
+            b'{"action": "sleep", "parameters": {"a": ' + deep + b"}}",
+            b'{"action": "ldapsync", "parameters": {"a": {"b": 1}}}',
+        ):
+            r = c.post("/api/v0/jobs", content=body, headers={"Content-Type": "application/json"})
+            assert r.status_code == 400, r.text
+            assert r.json()["errors"][0]["code"] == "INVALID_PARAMETERS"
+        assert c.get("/api/v0/jobs", params={"pageSize": 1000}).status_code == 200

@@ -207,6 +207,10 @@ def check_parameters(action: str, parameters: dict[str, Any]) -> None:
         raise ValueError(f"unknown action {action!r} (known: {', '.join(sorted(ACTIONS))})")
     if not isinstance(parameters, dict):
         raise ValueError("parameters must be an object")
+    # No action takes more: a nested value would only be stored, and one nested deep enough
+    # would fail every listing that serialises it.
+    if not all(v is None or isinstance(v, str | int | float | bool) for v in parameters.values()):
+        raise ValueError("parameter values are strings, numbers, true/false or null")
     ACTIONS[action].check(parameters)
 
 
