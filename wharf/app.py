@@ -48,7 +48,7 @@ def create_app(
             return
         if scope["type"] != "http":
             return
-        send = _safe_header_values(_with_header(send, HSTS))
+        send = _with_header(send, HSTS)
         path = scope["path"]
         if path == CA_PATH:
             await _serve_ca(scope, send, ca_pem() if ca_pem else None)
@@ -83,7 +83,7 @@ def create_app(
             return
         await _not_found(send, not_found)
 
-    return app
+    return _safe_header_values(app)
 
 
 def redirect_to_https(settings: Settings, app: ASGIApp) -> ASGIApp:
@@ -111,7 +111,7 @@ def redirect_to_https(settings: Settings, app: ASGIApp) -> ASGIApp:
             host = _header(scope, b"host")
             # Never a Host that fails the registry's own check: it would be reflected into
             # the Location header verbatim.
-            name = _strip_port(host) if host is not None and _HOST.fullmatch(host) else fallback
+            name = _strip_port(host) if host is not None and _HOST.match(host) else fallback
             if name is None:
                 await _respond(send, 400, _BAD_HOST)
                 return
@@ -210,18 +210,21 @@ def _with_header(send: Send, header: tuple[bytes, bytes]) -> Send:
     return wrapped
 
 
-def _safe_header_values(send: Send) -> Send:
+def _safe_header_values(app: ASGIApp) -> ASGIApp:
     """Last line of defence for values echoed into headers (a name stored before it was
     validated): control characters are sent percent-encoded rather than the connection lost."""
 
-    async def wrapped(message: dict) -> None:
-        if message["type"] == "http.response.start":
-            headers = message.get("headers", [])
-            if any(_UNSAFE_VALUE.search(value) for _, value in headers):
-                message["headers"] = [(name, _escape(name, value)) for name, value in headers]
-        await send(message)
+    async def guarded(scope: Scope, receive: Receive, send: Send) -> None:
+        async def checked(message: dict) -> None:
+            if message["type"] == "http.response.start":
+                headers = message.get("headers", [])
+                if any(_UNSAFE_VALUE.search(value) for _, value in headers):
+                    message["headers"] = [(name, _escape(name, value)) for name, value in headers]
+            await send(message)
 
-    return wrapped
+        await app(scope, receive, checked if scope["type"] == "http" else send)
+
+    return guarded
 
 
 def _escape(name: bytes, value: bytes) -> bytes:

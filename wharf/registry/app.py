@@ -35,8 +35,7 @@ from wharf.registry.service import RegistryService
 
 log = logging.getLogger("wharf.registry")
 
-# Matched whole (fullmatch): with `$`, a Host ending in a newline would be echoed.
-_HOST = re.compile(r"[A-Za-z0-9.\-]+(:[0-9]{1,5})?|\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?")
+_HOST = re.compile(r"^[A-Za-z0-9.\-]+(:\d{1,5})?$|^\[[0-9A-Fa-f:.]+\](:\d{1,5})?$")
 API_VERSION_HEADER = (b"docker-distribution-api-version", b"registry/2.0")
 
 
@@ -155,7 +154,7 @@ class RegistryApp:
     @staticmethod
     def _challenge(request: Request, access: str, name: str | None, error: str | None) -> str:
         host = request.headers.get("host") or ""
-        if not _HOST.fullmatch(host):
+        if not _HOST.match(host):
             host = "localhost"
         realm = f"{request.url.scheme}://{host}/auth/token"
         parts = [f'Bearer realm="{realm}"', f'service="{SERVICE}"']
