@@ -511,7 +511,8 @@ class MetadataStore:
         return result.rowcount > 0
 
     def release_upload(self, upload_id: str, token: str, size: int) -> bool:
-        """Record the upload's new size and give up the lease, if it is still ours."""
+        """Record the upload's new size and give up the lease, if it is still ours (nobody
+        took it over: a lease that ran out but was not taken is still ours); False if not."""
         with self._write(durable=False) as conn:
             result = conn.execute(
                 update(t.uploads)
@@ -533,21 +534,34 @@ class MetadataStore:
         digest: str,
         size: int,
         place: Callable[[], None] = lambda: None,
+        token: str | None = None,
     ) -> None:
         """Record the verified blob, link it into the repository and end the session, at once.
+
+        With `token`, only while that lease holds the session (else LeaseLost, and nothing
+        changes): ending the session first locks its row, so no request can take the upload
+        over while its bytes are placed.
 
         `place` puts the blob's bytes at their content address; it runs after the blob's row
         is written (and so locked) and before the commit, which is what keeps garbage
         collection from deleting the object of a blob that is being pushed again."""
         with self._write() as conn:
+            ended = delete(t.uploads).where(t.uploads.c.id == upload_id)
+            if token is not None:
+                ended = ended.where(t.uploads.c.lease_token == token)
+            if not conn.execute(ended).rowcount and token is not None:
+                raise LeaseLost(upload_id)
             self._touch_blob(conn, digest, size)
             place()
             self._link_blob(conn, repository_id, digest, size)
-            conn.execute(delete(t.uploads).where(t.uploads.c.id == upload_id))
 
-    def delete_upload(self, upload_id: str) -> bool:
+    def delete_upload(self, upload_id: str, token: str | None = None) -> bool:
+        """Delete an upload session; with `token`, only while that lease holds it."""
+        query = delete(t.uploads).where(t.uploads.c.id == upload_id)
+        if token is not None:
+            query = query.where(t.uploads.c.lease_token == token)
         with self._write() as conn:
-            result = conn.execute(delete(t.uploads).where(t.uploads.c.id == upload_id))
+            result = conn.execute(query)
         return result.rowcount > 0
 
     # -- manifests and tags -----------------------------------------------------------------
@@ -788,6 +802,10 @@ def image_size(media_type: str, content: bytes) -> int:
         if isinstance(part, dict) and isinstance(part.get("size"), int):
             size += part["size"]
     return size
+
+
+class LeaseLost(Exception):
+    """The request no longer holds the upload's write lease."""
 
 
 class MissingReference(Exception):
