@@ -521,6 +521,26 @@ class MetadataStore:
             )
         return result.rowcount > 0
 
+    def idle_uploads(self, idle_since: datetime) -> list[str]:
+        """Upload sessions that received nothing since `idle_since` and that no request is
+        writing to (a snapshot: `delete_idle_upload` checks again)."""
+        u = t.uploads.c
+        with self._read() as conn:
+            return list(
+                conn.execute(select(u.id).where(_idle_upload(idle_since, utcnow()))).scalars()
+            )
+
+    def delete_idle_upload(self, upload_id: str, idle_since: datetime) -> bool:
+        """Delete the session if it is still idle and unleased: a request that leases it
+        meanwhile keeps it (and a request whose lease ran out finds it gone and fails)."""
+        with self._write() as conn:
+            result = conn.execute(
+                delete(t.uploads).where(
+                    t.uploads.c.id == upload_id, _idle_upload(idle_since, utcnow())
+                )
+            )
+        return result.rowcount > 0
+
     def clear_upload_leases(self) -> None:
         """Forget every lease: only for a store no running process uses (start of a lone
         replica), where any lease is left over from a process that died."""
@@ -802,6 +822,11 @@ def image_size(media_type: str, content: bytes) -> int:
         if isinstance(part, dict) and isinstance(part.get("size"), int):
             size += part["size"]
     return size
+
+
+def _idle_upload(idle_since: datetime, now: datetime) -> ColumnElement[bool]:
+    u = t.uploads.c
+    return and_(u.updated_at < idle_since, or_(u.lease_until.is_(None), u.lease_until < now))
 
 
 class LeaseLost(Exception):
