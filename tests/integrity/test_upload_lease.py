@@ -9,9 +9,12 @@ from __future__ import annotations
 import json
 import secrets
 import time
+from pathlib import Path
 
 import pytest
 from integrity_util import Trickle, digest_of, log_tail, patch_chunk, start_upload
+
+from tests.conftest import start_server
 
 LEASE_SECONDS = 2.0
 
@@ -43,8 +46,7 @@ def _assert_published(server, repo: str, location: str, blob: bytes) -> None:
         assert r.content == blob
 
 
-@pytest.mark.parametrize("split", [40, 1], ids=["half", "one-byte"])
-def test_stalled_patch_cannot_overwrite_a_takeover(server, repo: str, split: int) -> None:
+def _stalled_patch_loses_to_a_takeover(server, repo: str, split: int) -> None:
     """The report: A trickles 80 bytes and stalls past its lease; B writes 0-79 and gets 202;
     A's request must then fail, and the upload must hold B's bytes."""
     a_bytes, b_bytes = secrets.token_bytes(80), secrets.token_bytes(80)
@@ -59,6 +61,29 @@ def test_stalled_patch_cannot_overwrite_a_takeover(server, repo: str, split: int
     assert status == 400, body
     assert [e["code"] for e in json.loads(body)["errors"]] == ["BLOB_UPLOAD_INVALID"]
     _assert_published(server, repo, location, b_bytes)
+
+
+@pytest.mark.parametrize("split", [40, 1], ids=["half", "one-byte"])
+def test_stalled_patch_cannot_overwrite_a_takeover(server, repo: str, split: int) -> None:
+    _stalled_patch_loses_to_a_takeover(server, repo, split)
+
+
+@pytest.mark.parametrize("emulator", ["s3_server", "gcs_server", "azure_server"])
+def test_stalled_patch_cannot_overwrite_a_takeover_on_object_stores(
+    tmp_path: Path, repo: str, emulator: str, request: pytest.FixtureRequest
+) -> None:
+    """Both requests write the segment (S3, GCS) or block list (Azure) at offset 0: the
+    stalled one must not commit its own over the takeover's."""
+    store = request.getfixturevalue(emulator)
+    server = start_server(
+        tmp_path,
+        extra_args=["--storage", store.url(f"lease-{secrets.token_hex(3)}")],
+        env={**store.env, "WHARF_UPLOAD_LEASE_SECONDS": str(LEASE_SECONDS)},
+    )
+    try:
+        _stalled_patch_loses_to_a_takeover(server, repo, 40)
+    finally:
+        server.stop()
 
 
 def test_stalled_final_put_cannot_publish_over_a_takeover(server, repo: str) -> None:
