@@ -103,3 +103,18 @@ def test_stalled_final_put_cannot_publish_over_a_takeover(server, repo: str) -> 
         r = c.head(f"/v2/{repo}/blobs/{digest_of(a_bytes)}")
         assert r.status_code == 404, "the stalled writer's blob was published"
     _assert_published(server, repo, location, b_bytes)
+
+
+def test_a_slow_client_nobody_competes_with_keeps_its_upload(server, repo: str) -> None:
+    """Stalling past the lease alone costs nothing: the request renews it when bytes come
+    again, as long as no other request took the upload over."""
+    blob = secrets.token_bytes(80)
+    with server.client() as c:
+        location, _ = start_upload(c, repo)
+    a = Trickle(server, "PATCH", location, 80, {"Content-Range": "0-79"})
+    a.send(blob[:40])
+    time.sleep(LEASE_SECONDS * 1.5)  # past the lease: another request could have taken it
+    a.send(blob[40:])
+    status, body = a.response()
+    assert status == 202, body
+    _assert_published(server, repo, location, blob)

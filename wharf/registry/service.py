@@ -105,7 +105,8 @@ class _Lease:
         """Right before each storage write, in the thread that does it (so a write that waited
         for a thread is checked when it runs, not when it was queued)."""
         if time.monotonic() >= self.write_until:
-            self.finished = True
+            # Not `finished`: the release that follows gives the lease back if it is still
+            # ours, with the size as it was before this request.
             raise _lease_lost()
 
 
