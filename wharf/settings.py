@@ -36,6 +36,10 @@ class SystemSettings:
     # deleted by the daily `jobhistorycleanup` job.
     jobHistoryMaxAgeDays: int = 30
     jobHistoryMaxCount: int = 10000
+    # Upload sessions that received nothing for this many minutes (and that no request is
+    # writing to) are deleted with their bytes by the daily `uploadcleanup` job and by every
+    # garbage collection (which also deletes those idle for longer than its graceMinutes).
+    uploadExpiryMinutes: int = 24 * 60
 
     def to_dict(self) -> dict[str, Any]:
         return {f.name: getattr(self, f.name) for f in fields(self)}

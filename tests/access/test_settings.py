@@ -34,6 +34,7 @@ DEFAULTS = {
     "failedLoginWindowSeconds": 300,
     "jobHistoryMaxAgeDays": 30,
     "jobHistoryMaxCount": 10000,
+    "uploadExpiryMinutes": 1440,
 }
 
 

@@ -42,8 +42,8 @@ class Servers:
         self.tmp = tmp
         self.started: list[WharfServer] = []
 
-    def start(self, workers: int = 1) -> WharfServer:
-        server = start_server(self.tmp, workers=workers)
+    def start(self, workers: int = 1, env: dict[str, str] | None = None) -> WharfServer:
+        server = start_server(self.tmp, workers=workers, env=env or {})
         self.started.append(server)
         return server
 

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import base64
 import contextlib
 import hashlib
+import http.client
 import json
 import os
 import random
@@ -12,6 +14,7 @@ import threading
 import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import httpx
 
@@ -93,6 +96,32 @@ def start_upload(client: httpx.Client, repo: str) -> tuple[str, str]:
 def patch_chunk(client: httpx.Client, location: str, data: bytes, start: int) -> httpx.Response:
     headers = {**OCTET, "Content-Range": f"{start}-{start + len(data) - 1}"}
     return client.patch(location, content=data, headers=headers)
+
+
+class Trickle:
+    """A request whose body is sent in parts, with pauses the test controls."""
+
+    def __init__(self, server: Any, method: str, url: str, length: int, headers: dict[str, str]):
+        self.conn = http.client.HTTPConnection("127.0.0.1", server.port, timeout=60)
+        self.conn.putrequest(method, url)
+        token = base64.b64encode(f"{server.auth[0]}:{server.auth[1]}".encode()).decode()
+        for name, value in {
+            "Authorization": f"Basic {token}",
+            "Content-Type": "application/octet-stream",
+            "Content-Length": str(length),
+            **headers,
+        }.items():
+            self.conn.putheader(name, value)
+        self.conn.endheaders()
+
+    def send(self, data: bytes) -> None:
+        self.conn.send(data)
+
+    def response(self) -> tuple[int, bytes]:
+        r = self.conn.getresponse()
+        body = r.read()
+        self.conn.close()
+        return r.status, body
 
 
 def push_blob(client: httpx.Client, repo: str, data: bytes) -> str:

@@ -84,6 +84,7 @@ class SettingsChanges(Body):
     failedLoginWindowSeconds: int | None = Field(None, ge=1, le=86_400)
     jobHistoryMaxAgeDays: int | None = Field(None, ge=1, le=3650)
     jobHistoryMaxCount: int | None = Field(None, ge=1, le=10_000_000)
+    uploadExpiryMinutes: int | None = Field(None, ge=1, le=365 * 24 * 60)
 
 
 class LdapSettings(Body):

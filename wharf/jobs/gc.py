@@ -36,7 +36,7 @@ from dataclasses import dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
 
-from sqlalchemy import and_, delete, exists, func, or_, select
+from sqlalchemy import delete, exists, func, or_, select
 
 from wharf.metadata import schema as t
 from wharf.metadata.store import MetadataStore, aware, utcnow
@@ -45,7 +45,6 @@ from wharf.storage.base import StorageDriver
 from wharf.storage.paths import blob_path, upload_prefix
 
 BATCH = 200
-STALE_UPLOADS = timedelta(hours=24)
 
 
 @dataclass
@@ -83,7 +82,11 @@ class GarbageCollector:
         dry_run: bool = False,
         delete_untagged: bool = True,
         grace: timedelta = timedelta(hours=1),
+        upload_expiry: timedelta = timedelta(hours=24),
     ) -> Report:
+        """`upload_expiry` is how long an upload session may sit idle (the system setting
+        uploadExpiryMinutes); the run's grace, when shorter, applies to uploads too: a push
+        that takes longer than the grace loses its blobs to this run anyway."""
         started = utcnow()
         cutoff = started - grace
         report = Report()
@@ -102,8 +105,8 @@ class GarbageCollector:
             return report
         self._delete_blobs(cutoff, report, dry_run, doomed if dry_run and delete_untagged else ())
         self.log(f"blobs: {verb} {report.blobs} ({report.bytes} bytes)")
-        if not dry_run and not self.stopped():
-            self._delete_stale_uploads(report)
+        if not self.stopped():
+            self.delete_abandoned_uploads(min(grace, upload_expiry), report, dry_run)
         if self.stopped():
             report.complete = False
         return report
@@ -287,27 +290,21 @@ class GarbageCollector:
 
     # -- abandoned uploads ------------------------------------------------------------------
 
-    def _delete_stale_uploads(self, report: Report) -> None:
-        u = t.uploads.c
-        cutoff = utcnow() - STALE_UPLOADS
-        with self.store._read() as conn:
-            stale = list(
-                conn.execute(
-                    select(u.id).where(
-                        u.updated_at < cutoff,
-                        or_(u.lease_until.is_(None), u.lease_until < utcnow()),
-                    )
-                ).scalars()
-            )
-        for upload_id in stale:
-            if self.stopped():
-                return
-            with self.store._write() as conn:
-                gone = conn.execute(
-                    delete(t.uploads).where(and_(u.id == upload_id, u.updated_at < cutoff))
-                ).rowcount
-            if gone:
+    def delete_abandoned_uploads(
+        self, idle: timedelta, report: Report, dry_run: bool = False
+    ) -> None:
+        """Upload sessions that received nothing for `idle` and that no request is writing
+        to, with their bytes."""
+        idle_since = utcnow() - idle
+        abandoned = self.store.idle_uploads(idle_since)
+        if dry_run:
+            report.uploads = len(abandoned)
+        for upload_id in abandoned:
+            if dry_run or self.stopped():
+                break
+            if self.store.delete_idle_upload(upload_id, idle_since):
                 self.storage.delete(upload_prefix(upload_id))
                 report.uploads += 1
-        if stale:
-            self.log(f"uploads: deleted {report.uploads} abandoned for over 24 h")
+        verb = "would delete" if dry_run else "deleted"
+        minutes = int(idle.total_seconds() // 60)
+        self.log(f"uploads: {verb} {report.uploads} idle for over {minutes} min")

@@ -57,7 +57,10 @@ HEARTBEAT_SECONDS = _seconds_from_env(
     STALE_AFTER.total_seconds() / 2,
 )
 HOUSEKEEPING_SECONDS = min(10.0, STALE_AFTER.total_seconds() / 3)
-DEFAULT_CRONS = {"jobhistorycleanup": "0 3 * * *"}  # daily, 03:00 UTC
+DEFAULT_CRONS = {  # daily, in UTC
+    "jobhistorycleanup": "0 3 * * *",
+    "uploadcleanup": "30 3 * * *",
+}
 
 
 class JobCanceled(Exception):
@@ -122,6 +125,7 @@ def run_gc(ctx: JobContext) -> None:
         dry_run=p["dryRun"],
         delete_untagged=p["deleteUntagged"],
         grace=timedelta(minutes=p["graceMinutes"]),
+        upload_expiry=timedelta(minutes=ctx.services.policy.settings().uploadExpiryMinutes),
     )
     summary = report.to_dict()
     ctx.log(("dry run: " if p["dryRun"] else "") + " ".join(f"{k}={v}" for k, v in summary.items()))
@@ -145,6 +149,18 @@ def run_history_cleanup(ctx: JobContext) -> None:
         f"deleted {deleted} finished jobs (older than {settings.jobHistoryMaxAgeDays} days "
         f"or beyond the newest {settings.jobHistoryMaxCount})"
     )
+
+
+def run_upload_cleanup(ctx: JobContext) -> None:
+    from wharf.jobs.gc import GarbageCollector, Report
+
+    minutes = ctx.services.policy.settings().uploadExpiryMinutes
+    collector = GarbageCollector(
+        ctx.services.store, ctx.services.storage, log=ctx.log, stopped=ctx.stopped
+    )
+    collector.delete_abandoned_uploads(timedelta(minutes=minutes), Report())
+    if ctx.stopped():
+        raise JobCanceled
 
 
 def run_metadata_migration(ctx: JobContext) -> None:
@@ -187,6 +203,11 @@ ACTIONS: dict[str, Action] = {
     "ldapsync": Action(run_ldap_sync, lambda p: p, "synchronise users and teams with LDAP"),
     "jobhistorycleanup": Action(
         run_history_cleanup, lambda p: p, "delete old job records (the retention settings)"
+    ),
+    "uploadcleanup": Action(
+        run_upload_cleanup,
+        lambda p: p,
+        "delete upload sessions idle for longer than the uploadExpiryMinutes setting",
     ),
     "metadatastoremigration": Action(
         run_metadata_migration,

@@ -511,12 +511,33 @@ class MetadataStore:
         return result.rowcount > 0
 
     def release_upload(self, upload_id: str, token: str, size: int) -> bool:
-        """Record the upload's new size and give up the lease, if it is still ours."""
+        """Record the upload's new size and give up the lease, if it is still ours (nobody
+        took it over: a lease that ran out but was not taken is still ours); False if not."""
         with self._write(durable=False) as conn:
             result = conn.execute(
                 update(t.uploads)
                 .where(t.uploads.c.id == upload_id, t.uploads.c.lease_token == token)
                 .values(size=size, lease_until=None, lease_token=None, updated_at=utcnow())
+            )
+        return result.rowcount > 0
+
+    def idle_uploads(self, idle_since: datetime) -> list[str]:
+        """Upload sessions that received nothing since `idle_since` and that no request is
+        writing to (a snapshot: `delete_idle_upload` checks again)."""
+        u = t.uploads.c
+        with self._read() as conn:
+            return list(
+                conn.execute(select(u.id).where(_idle_upload(idle_since, utcnow()))).scalars()
+            )
+
+    def delete_idle_upload(self, upload_id: str, idle_since: datetime) -> bool:
+        """Delete the session if it is still idle and unleased: a request that leases it
+        meanwhile keeps it (and a request whose lease ran out finds it gone and fails)."""
+        with self._write() as conn:
+            result = conn.execute(
+                delete(t.uploads).where(
+                    t.uploads.c.id == upload_id, _idle_upload(idle_since, utcnow())
+                )
             )
         return result.rowcount > 0
 
@@ -533,21 +554,34 @@ class MetadataStore:
         digest: str,
         size: int,
         place: Callable[[], None] = lambda: None,
+        token: str | None = None,
     ) -> None:
         """Record the verified blob, link it into the repository and end the session, at once.
+
+        With `token`, only while that lease holds the session (else LeaseLost, and nothing
+        changes): ending the session first locks its row, so no request can take the upload
+        over while its bytes are placed.
 
         `place` puts the blob's bytes at their content address; it runs after the blob's row
         is written (and so locked) and before the commit, which is what keeps garbage
         collection from deleting the object of a blob that is being pushed again."""
         with self._write() as conn:
+            ended = delete(t.uploads).where(t.uploads.c.id == upload_id)
+            if token is not None:
+                ended = ended.where(t.uploads.c.lease_token == token)
+            if not conn.execute(ended).rowcount and token is not None:
+                raise LeaseLost(upload_id)
             self._touch_blob(conn, digest, size)
             place()
             self._link_blob(conn, repository_id, digest, size)
-            conn.execute(delete(t.uploads).where(t.uploads.c.id == upload_id))
 
-    def delete_upload(self, upload_id: str) -> bool:
+    def delete_upload(self, upload_id: str, token: str | None = None) -> bool:
+        """Delete an upload session; with `token`, only while that lease holds it."""
+        query = delete(t.uploads).where(t.uploads.c.id == upload_id)
+        if token is not None:
+            query = query.where(t.uploads.c.lease_token == token)
         with self._write() as conn:
-            result = conn.execute(delete(t.uploads).where(t.uploads.c.id == upload_id))
+            result = conn.execute(query)
         return result.rowcount > 0
 
     # -- manifests and tags -----------------------------------------------------------------
@@ -796,6 +830,15 @@ def image_size(media_type: str, content: bytes) -> int:
     # Pushes are refused past it since 0.2.1; a manifest stored before must still fit the
     # BigInteger column (the 0.2.0 backfill fills it in).
     return min(size, MAX_IMAGE_SIZE)
+
+
+def _idle_upload(idle_since: datetime, now: datetime) -> ColumnElement[bool]:
+    u = t.uploads.c
+    return and_(u.updated_at < idle_since, or_(u.lease_until.is_(None), u.lease_until < now))
+
+
+class LeaseLost(Exception):
+    """The request no longer holds the upload's write lease."""
 
 
 class MissingReference(Exception):

@@ -9,6 +9,8 @@ from __future__ import annotations
 import asyncio
 import hashlib
 import json
+import logging
+import os
 import time
 import uuid
 from collections import OrderedDict
@@ -20,7 +22,7 @@ from typing import Any, BinaryIO, TypeVar
 from anyio import to_thread
 
 from wharf.metadata.models import Manifest, Referrer, Repository, Upload
-from wharf.metadata.store import MetadataStore, MissingReference
+from wharf.metadata.store import LeaseLost, MetadataStore, MissingReference
 from wharf.registry import mediatypes as mt
 from wharf.registry.digest import CANONICAL, Digest, parse_digest
 from wharf.registry.errors import (
@@ -42,10 +44,32 @@ from wharf.storage.paths import blob_path, upload_path, upload_prefix
 
 T = TypeVar("T")
 
+log = logging.getLogger(__name__)
+
+
+def _lease_seconds() -> float:
+    """WHARF_UPLOAD_LEASE_SECONDS (tests shorten it); 30 s when unset or not a duration."""
+    value = os.environ.get("WHARF_UPLOAD_LEASE_SECONDS")
+    if not value:
+        return 30.0
+    try:
+        seconds = float(value)
+    except ValueError:
+        seconds = 0.0
+    if not 0 < seconds <= 3600:
+        log.warning("WHARF_UPLOAD_LEASE_SECONDS=%r is not in (0, 3600] seconds; using 30", value)
+        return 30.0
+    return seconds
+
+
 WRITE_BATCH = 1 << 20  # bytes handed to a worker thread at a time (write + hash)
 READ_CHUNK = 1 << 20
-UPLOAD_LEASE_SECONDS = 30.0  # a dead writer blocks its upload at most this long
-LEASE_RENEW_SECONDS = 10.0
+UPLOAD_LEASE_SECONDS = _lease_seconds()  # a dead writer blocks its upload at most this long
+# A writer renews its lease a third of the way in and writes nothing in the last third: a
+# storage write that started in time has that long to land (and replicas' clocks that long to
+# disagree) before another request may take the upload over and write the same offsets.
+LEASE_RENEW_SECONDS = UPLOAD_LEASE_SECONDS / 3
+LEASE_MARGIN_SECONDS = UPLOAD_LEASE_SECONDS / 3
 MAX_MANIFEST_SIZE = 4 << 20  # the spec's suggested minimum a registry must accept
 
 
@@ -67,6 +91,23 @@ class _Lease:
     repository_id: int
     size: int
     finished: bool = False
+    hasher: Any | None = None  # the running hash at `size`, kept once the size is recorded
+    renew_at: float = 0.0
+    write_until: float = 0.0
+
+    def held_from(self, asked: float) -> None:
+        """The store granted (or renewed) the lease in a call made at `asked` (monotonic): it
+        holds until at least `asked` + the lease's length."""
+        self.renew_at = asked + LEASE_RENEW_SECONDS
+        self.write_until = asked + UPLOAD_LEASE_SECONDS - LEASE_MARGIN_SECONDS
+
+    def check(self) -> None:
+        """Right before each storage write, in the thread that does it (so a write that waited
+        for a thread is checked when it runs, not when it was queued)."""
+        if time.monotonic() >= self.write_until:
+            # Not `finished`: the release that follows gives the lease back if it is still
+            # ours, with the size as it was before this request.
+            raise _lease_lost()
 
 
 @dataclass(frozen=True, slots=True)
@@ -187,16 +228,27 @@ class RegistryService:
         if not await self._discard_upload(upload_id):
             raise BlobUploadUnknown(upload_id)
 
-    async def _discard_upload(self, upload_id: str) -> bool:
+    async def _discard_upload(self, upload_id: str, lease: _Lease | None = None) -> bool:
+        """Delete an upload's session and bytes; with a lease, only while it is still held
+        (else another request's acknowledged bytes would go)."""
         self._hashes.drop(upload_id)
-        deleted = await run(self.store.delete_upload, upload_id)
+        deleted = await run(self.store.delete_upload, upload_id, lease.token if lease else None)
+        if lease is not None and not deleted:
+            lease.finished = True
+            raise _lease_lost()
         await run(self.storage.delete, upload_prefix(upload_id))
         return deleted
 
     @asynccontextmanager
     async def _leased(self, repository: str, upload_id: str) -> AsyncIterator[_Lease]:
-        """Hold the upload's write lease; the lease's final size is recorded on release."""
+        """Hold the upload's write lease; the lease's final size is recorded on release.
+
+        Every storage write is made under a lease checked just before it (`_Lease.check`), and
+        the new size is recorded only if the lease is still this request's: a request that
+        lost it (it stalled past the lease and another request took the upload over) writes
+        nothing more and fails, so acknowledged bytes are never overwritten."""
         upload = await self.get_upload(repository, upload_id)
+        asked = time.monotonic()
         token = await run(self.store.lease_upload, upload_id, UPLOAD_LEASE_SECONDS)
         if token is None:
             raise RangeInvalid(
@@ -204,13 +256,34 @@ class RegistryService:
             )
         size = (await self.get_upload(repository, upload_id)).size
         lease = _Lease(upload_id, token, upload.repository_id, size)
+        lease.held_from(asked)
         try:
             yield lease
-        finally:
-            # On any failure the size stays as it was: bytes past it are discarded by the next
-            # writer, so a half-received chunk never becomes part of the blob.
+        except BaseException:
+            # The size stays as it was: bytes past it are discarded by the next writer, so a
+            # half-received chunk never becomes part of the blob.
             if not lease.finished:
                 await run(self.store.release_upload, upload_id, token, lease.size)
+            raise
+        if not lease.finished:
+            lease.finished = True
+            if not await run(self.store.release_upload, upload_id, token, lease.size):
+                raise _lease_lost()
+            if lease.hasher is not None:
+                self._hashes.put(upload_id, lease.size, lease.hasher)
+
+    async def _keep(self, lease: _Lease) -> None:
+        """Renew the lease when it is due (by time, so a trickling client keeps renewing);
+        a request whose lease was taken over stops here."""
+        if time.monotonic() < lease.renew_at:
+            return
+        asked = time.monotonic()
+        if not await run(
+            self.store.renew_upload_lease, lease.upload_id, lease.token, UPLOAD_LEASE_SECONDS
+        ):
+            lease.finished = True
+            raise _lease_lost()
+        lease.held_from(asked)
 
     async def _append_leased(
         self,
@@ -225,10 +298,11 @@ class RegistryService:
                 f"chunk starts at {start} but the upload has {lease.size} bytes",
                 headers=_range_headers(lease.size),
             )
-        received = await self._write(upload_id, lease.size, body, lease)
+        received, hasher = await self._write(upload_id, lease.size, body, lease)
         if length is not None and received != length:
             raise SizeInvalid(f"expected {length} bytes, received {received}")
         lease.size += received
+        lease.hasher = hasher
 
     async def append(
         self,
@@ -246,7 +320,7 @@ class RegistryService:
         """
         async with self._leased(repository, upload_id) as lease:
             await self._append_leased(upload_id, lease, body, start, length)
-            return lease.size
+        return lease.size
 
     async def _write(
         self,
@@ -254,25 +328,44 @@ class RegistryService:
         offset: int,
         body: AsyncIterator[bytes],
         lease: _Lease | None = None,
-    ) -> int:
+    ) -> tuple[int, Any | None]:
+        """Store a body at `offset`; returns the bytes received and the running hash after
+        them (None when it must be recomputed from storage). With a lease, each storage
+        write (opening, every batch, the last partial one, closing) is made under it."""
         hasher = self._hashes.take(upload_id, offset)
-        writer = await run(self.storage.writer, upload_path(upload_id), offset)
+        check = lease.check if lease is not None else lambda: None
+
+        async def keep() -> None:
+            if lease is not None:
+                await self._keep(lease)
+
+        def open_writer() -> Any:
+            check()
+            return self.storage.writer(upload_path(upload_id), offset)
+
+        await keep()
+        writer = await run(open_writer)
         received = 0
         batch: list[bytes] = []
         batched = 0
         in_flight: asyncio.Future[None] | None = None
-        renew_at = time.monotonic() + LEASE_RENEW_SECONDS
 
         def flush(data: bytes) -> None:
+            check()
             writer.write(data)
             if hasher is not None:
                 hasher.update(data)
+
+        def close() -> None:
+            check()  # an object store makes what was written visible here
+            writer.close()
 
         failed = True
         try:
             async for chunk in body:
                 if not chunk:
                     continue
+                await keep()
                 batch.append(chunk)
                 batched += len(chunk)
                 if batched >= WRITE_BATCH:
@@ -283,33 +376,23 @@ class RegistryService:
                     in_flight = asyncio.ensure_future(run(flush, b"".join(batch)))
                     received += batched
                     batch, batched = [], 0
-                    if lease is not None and time.monotonic() > renew_at:
-                        renew_at = time.monotonic() + LEASE_RENEW_SECONDS
-                        await self._renew(lease)
             if in_flight is not None:
                 await in_flight
                 in_flight = None
             if batch:
+                await keep()
                 await run(flush, b"".join(batch))
                 received += batched
+            await keep()
+            await run(close)
             failed = False
         finally:
             if in_flight is not None:
                 await asyncio.gather(in_flight, return_exceptions=True)
             # A body cut short is never counted; object stores drop what they staged for it.
-            await run(writer.abort if failed else writer.close)
-        if hasher is not None:
-            self._hashes.put(upload_id, offset + received, hasher)
-        return received
-
-    async def _renew(self, lease: _Lease) -> None:
-        # A stalled client can outlive its lease; once another request took the upload over,
-        # this one must stop writing.
-        if not await run(
-            self.store.renew_upload_lease, lease.upload_id, lease.token, UPLOAD_LEASE_SECONDS
-        ):
-            lease.finished = True
-            raise BlobUploadInvalid("the upload was taken over by another request")
+            if failed:
+                await run(writer.abort)
+        return received, hasher
 
     async def complete_upload(
         self,
@@ -325,36 +408,52 @@ class RegistryService:
         async with self._leased(repository, upload_id) as lease:
             if body is not None:
                 await self._append_leased(upload_id, lease, body, start, length)
-            blob = await self._publish(lease.repository_id, upload_id, digest, lease.size)
+                hasher = lease.hasher
+            else:
+                hasher = self._hashes.take(upload_id, lease.size)
+            blob = await self._publish(
+                lease.repository_id, upload_id, digest, lease.size, hasher, lease
+            )
             lease.finished = True
             return blob
 
     async def put_blob(
         self, repository: str, digest: Digest, body: AsyncIterator[bytes], length: int | None
     ) -> BlobInfo:
-        """A whole blob in one request (POST ?digest=): no session row is needed, since no
-        other request can know this upload. A crash leaves only unreferenced upload bytes."""
+        """A whole blob in one request (POST ?digest=): no session row and no lease are needed,
+        since no other request can know this upload. A crash leaves only unreferenced upload
+        bytes."""
         repo = await run(self.store.ensure_repository, repository)
         upload_id = str(uuid.uuid4())
         try:
-            received = await self._write(upload_id, 0, body)
+            received, hasher = await self._write(upload_id, 0, body)
             if length is not None and received != length:
                 raise SizeInvalid(f"expected {length} bytes, received {received}")
         except BaseException:
             await self._discard_upload(upload_id)
             raise
-        return await self._publish(repo.id, upload_id, digest, received)
+        return await self._publish(repo.id, upload_id, digest, received, hasher)
 
     async def _publish(
-        self, repository_id: int, upload_id: str, digest: Digest, size: int
+        self,
+        repository_id: int,
+        upload_id: str,
+        digest: Digest,
+        size: int,
+        hasher: Any | None,
+        lease: _Lease | None = None,
     ) -> BlobInfo:
         """Verify an upload's digest, move it to its content address and link it, atomically
-        as far as readers can tell: the blob is visible only once the link is committed."""
+        as far as readers can tell: the blob is visible only once the link is committed.
+        With a lease, the session ends only if the lease is still this request's."""
         path = upload_path(upload_id)
-        hasher = self._hashes.take(upload_id, size) if digest.algorithm == CANONICAL else None
-        actual = await run(self._finish_file, path, size, hasher, digest.algorithm)
+        if digest.algorithm != CANONICAL:
+            hasher = None
+        if lease is not None:
+            await self._keep(lease)
+        actual = await run(self._finish_file, path, size, hasher, digest.algorithm, lease)
         if actual != digest.hex:
-            await self._discard_upload(upload_id)
+            await self._discard_upload(upload_id, lease)
             raise DigestInvalid({"expected": str(digest), "actual": f"{digest.algorithm}:{actual}"})
         target = blob_path(digest)
 
@@ -367,21 +466,41 @@ class RegistryService:
             else:
                 self.storage.move(path, target)
 
-        await run(self.store.complete_upload, upload_id, repository_id, str(digest), size, place)
+        token = lease.token if lease is not None else None
+        try:
+            await run(
+                self.store.complete_upload,
+                upload_id,
+                repository_id,
+                str(digest),
+                size,
+                place,
+                token,
+            )
+        except LeaseLost:
+            assert lease is not None
+            lease.finished = True
+            raise _lease_lost() from None
         await run(self.storage.delete, upload_prefix(upload_id))
         return BlobInfo(digest, size, target)
 
-    def _finish_file(self, path: str, size: int, hasher: Any | None, algorithm: str) -> str:
+    def _finish_file(
+        self, path: str, size: int, hasher: Any | None, algorithm: str, lease: _Lease | None
+    ) -> str:
         """Make the upload durable and return its hex digest (hashing it again if need be)."""
+        if lease is not None:
+            lease.check()  # committing rewrites the upload's end (and object-store segments)
         if self.storage.stat(path) is None:
             self.storage.writer(path, 0).commit()  # an empty upload that never got a body
         else:
             self.storage.writer(path, size).commit()
         if hasher is None:
             hasher = hashlib.new(algorithm)
+            left = size
             with self.storage.open_read(path) as f:
-                while chunk := f.read(READ_CHUNK):
+                while left and (chunk := f.read(min(READ_CHUNK, left))):
                     hasher.update(chunk)
+                    left -= len(chunk)
         return hasher.hexdigest()
 
     # -- manifests --------------------------------------------------------------------------
@@ -505,6 +624,14 @@ class RegistryService:
             descriptors.append(d)
         index = {"schemaVersion": 2, "mediaType": mt.OCI_INDEX, "manifests": descriptors}
         return json.dumps(index, separators=(",", ":")).encode()
+
+
+def _lease_lost() -> BlobUploadInvalid:
+    return BlobUploadInvalid(
+        "this request no longer holds the upload (it stalled past its write lease and another"
+        " request took the upload over, or the upload was canceled or expired); none of its"
+        " bytes were kept: GET the upload for its current offset"
+    )
 
 
 def _range_headers(size: int) -> dict[str, str]:
