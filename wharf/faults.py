@@ -70,7 +70,7 @@ class Fault:
         return CLIENT_MESSAGES[(self.kind, self.where)]
 
     def __str__(self) -> str:
-        return f"{self.message} ({self.detail})"
+        return f"{self.message} ({_first_line(self.detail)})"  # one line, whatever the SDK said
 
 
 def fault_of(error: BaseException) -> Fault | None:
@@ -115,9 +115,11 @@ def _postgresql(error: BaseException) -> Fault | None:
     return None
 
 
-def _first_line(error: BaseException) -> str:
+def _first_line(error: BaseException | str) -> str:
     text = str(error).strip()
-    return text.splitlines()[0] if text else type(error).__name__
+    if text:
+        return text.splitlines()[0]
+    return type(error).__name__ if isinstance(error, BaseException) else ""
 
 
 def log_failure(logger: logging.Logger, what: str, error: BaseException) -> Fault | None:

@@ -158,6 +158,31 @@ class S3Bucket:
                     Bucket=self.bucket, Key=upload["Key"], UploadId=upload["UploadId"]
                 )
 
+    def failure(self, error: Exception) -> str | None:
+        from botocore import exceptions as e
+
+        where = f"S3 bucket {self.bucket}"
+        if isinstance(error, e.ClientError):
+            details = error.response.get("Error", {})
+            code = details.get("Code", "")
+            status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+            # The store erring, throttling, refusing our credentials, or the bucket gone; a
+            # 4xx about the request itself is ours.
+            if status >= 500 or status in (401, 403, 429) or code in ("NoSuchBucket", "SlowDown"):
+                return f"{where}: {code or status}: {details.get('Message', '')}"
+            return None
+        unreachable = (
+            e.ConnectionError,
+            e.HTTPClientError,
+            e.ResponseStreamingError,
+            e.NoCredentialsError,
+            e.PartialCredentialsError,
+            e.CredentialRetrievalError,
+        )
+        if isinstance(error, unreachable):
+            return f"{where}: {error}"
+        return None
+
     def presign(self, key: str, expires: int) -> str:
         return str(
             self.client.generate_presigned_url(
