@@ -38,8 +38,7 @@ _SQLITE: dict[int, Kind] = {
     5: "unavailable",  # SQLITE_BUSY: still locked after the busy timeout
     10: "unavailable",  # SQLITE_IOERR
     14: "unavailable",  # SQLITE_CANTOPEN
-    11: "unavailable",  # SQLITE_CORRUPT
-}
+}  # not SQLITE_CORRUPT: nothing to wait for, and its traceback is worth having
 # PostgreSQL SQLSTATEs (https://www.postgresql.org/docs/current/errcodes-appendix.html).
 _PG_FULL = {"53100"}  # disk_full
 _PG_READ_ONLY = {"25006"}  # read_only_sql_transaction: a standby, or default_transaction_read_only

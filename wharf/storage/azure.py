@@ -20,6 +20,7 @@ from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any, BinaryIO
 
+from wharf.storage.base import StorageError
 from wharf.storage.objectstore import StreamReader
 
 BLOCK = 8 << 20
@@ -137,7 +138,7 @@ class AzureBucket:
             if status == "success":
                 return
             if status != "pending":
-                raise OSError(f"Azure copy of {src} to {dst} ended {status}")
+                raise StorageError(f"Azure copy of {src} to {dst} ended {status}")
             time.sleep(delay)
             delay = min(delay * 2, 2.0)
 

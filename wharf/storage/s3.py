@@ -11,6 +11,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from typing import Any, BinaryIO
 
+from wharf.storage.base import StorageError
 from wharf.storage.objectstore import StreamReader
 
 MIN_PART = 5 << 20  # S3's smallest part but the last
@@ -146,7 +147,8 @@ class S3Bucket:
             errors = result.get("Errors") or []
             if errors:
                 first = errors[0]
-                raise OSError(f"S3 delete of {first.get('Key')} failed: {first.get('Message')}")
+                key, message = first.get("Key"), first.get("Message")
+                raise StorageError(f"S3 bucket {self.bucket}: delete of {key} failed: {message}")
 
     def abort_incomplete(self, prefix: str) -> None:
         """Abort multipart uploads left under prefix by writers that died (a killed replica):
