@@ -14,6 +14,7 @@ import pytest
 from integrity_util import OCTET, digest_of, push_blob
 
 from tests.conftest import start_server
+from tests.storage_servers import s3_emulator
 
 
 def delete_bucket(kind: str, emulator: Any, name: str) -> None:
@@ -73,3 +74,33 @@ def test_a_missing_bucket_answers_503_and_recovers(kind: str, request, servers, 
     log = server.log_path.read_text(errors="replace")
     assert "Traceback" not in log, log[-4000:]
     assert log.count("storage is unavailable") >= 3, log[-4000:]
+
+
+def test_an_unreachable_s3_endpoint_answers_503(servers, repo: str, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    """The store stops answering at all (connection refused). One attempt per call
+    (AWS_MAX_ATTEMPTS, AWS's own variable), so the test does not wait out the backoff."""
+    (tmp_path / "s3").mkdir()
+    with s3_emulator(tmp_path / "s3") as s3:
+        server = start_server(
+            servers.tmp,
+            extra_args=["--storage", s3.url("registry")],
+            env={**s3.env, "AWS_MAX_ATTEMPTS": "1"},
+        )
+        servers.started.append(server)
+        with server.client() as c:
+            earlier = push_blob(c, repo, os.urandom(100 * 1024))
+            s3.stop()
+            assert_storage_unavailable(c.get(f"/v2/{repo}/blobs/{earlier}"))
+            blob = os.urandom(1024)
+            r = c.post(
+                f"/v2/{repo}/blobs/uploads/",
+                params={"digest": digest_of(blob)},
+                content=blob,
+                headers=OCTET,
+            )
+            assert_storage_unavailable(r)
+    server.stop()
+    assert server.log_path is not None
+    log = server.log_path.read_text(errors="replace")
+    assert "Traceback" not in log, log[-4000:]
+    assert log.count("storage is unavailable") >= 2, log[-4000:]

@@ -8,6 +8,7 @@ role. They are never part of the URL.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from typing import Any, BinaryIO
 
@@ -39,9 +40,12 @@ class S3Bucket:
         from botocore.config import Config
 
         session = boto3.session.Session(profile_name=profile)
+        # AWS's own AWS_MAX_ATTEMPTS overrides the default (with which an unreachable endpoint
+        # is reported after several seconds of backoff).
+        attempts = int(os.environ.get("AWS_MAX_ATTEMPTS", 5))
         config = Config(
             s3={"addressing_style": "path" if path_style else "auto"},
-            retries={"max_attempts": 5, "mode": "standard"},
+            retries={"max_attempts": attempts, "mode": "standard"},
             max_pool_connections=32,
             signature_version="s3v4",
         )
