@@ -19,6 +19,7 @@ from typing import Any
 
 from sqlalchemy import select, text
 
+from wharf.faults import log_failure
 from wharf.metadata import schema as t
 from wharf.metadata.store import MetadataStore, aware, utcnow
 from wharf.storage import StorageDriver
@@ -107,8 +108,8 @@ async def heartbeat_forever(store: MetadataStore, rid: str, data_dir: Path | Non
         await asyncio.sleep(HEARTBEAT_SECONDS)
         try:
             alive = await asyncio.to_thread(beat, store, rid)
-        except Exception:
-            log.exception("replica heartbeat failed")
+        except Exception as e:
+            log_failure(log, "replica heartbeat failed", e)
             continue
         if not alive:
             log.warning("replica %s was removed from the cluster; stopping", rid)

@@ -460,8 +460,10 @@ class CertificateReloader:
                 snapshot = await asyncio.to_thread(self.poll)
                 if snapshot is not None:
                     self.apply(snapshot)
-            except Exception:
-                log.exception("could not check for a new TLS certificate")
+            except Exception as e:
+                from wharf.faults import log_failure  # a worker's: the supervisor stays lean
+
+                log_failure(log, "could not check for a new TLS certificate", e)
 
 
 @contextlib.contextmanager

@@ -14,6 +14,7 @@ import time
 from dataclasses import dataclass, fields
 from typing import Any
 
+from wharf.faults import log_failure
 from wharf.metadata.identity import IdentityStore
 
 SETTINGS_KEY = "system"
@@ -101,8 +102,8 @@ class Policy:
             await asyncio.sleep(self.POLL_SECONDS)
             try:
                 await asyncio.to_thread(self.refresh)
-            except Exception:
-                log.exception("could not read the access epoch")
+            except Exception as e:
+                log_failure(log, "could not read the access epoch", e)
 
     def epoch(self) -> str:
         if self.background:

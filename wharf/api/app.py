@@ -21,6 +21,8 @@ from starlette.staticfiles import StaticFiles
 from wharf import __version__
 from wharf.api import accounts, jobs, meta, repositories, tokens
 from wharf.api.deps import ApiError, error_response, service_error_response
+from wharf.faults import CANDIDATES as FAULT_CANDIDATES
+from wharf.faults import RETRY_AFTER, fault_of
 from wharf.management.errors import ServiceError
 from wharf.services import Services
 
@@ -75,6 +77,21 @@ def create_api(services: Services) -> FastAPI:
     async def _internal(request: Request, exc: Exception) -> JSONResponse:
         log.exception("unhandled error on %s %s", request.method, request.url.path)
         return error_response(500, "INTERNAL_ERROR", "internal error; the server log has details")
+
+    async def _fault(request: Request, exc: Exception) -> JSONResponse:
+        # Registered per type, not in the catch-all above: Starlette re-raises what reaches
+        # that one, and the server would log a traceback for a full disk after all.
+        fault = fault_of(exc)
+        if fault is None:
+            return await _internal(request, exc)
+        log.error("%s %s: %s", request.method, request.url.path, fault)
+        if fault.kind == "unavailable":
+            headers = {"Retry-After": RETRY_AFTER}
+            return error_response(503, "SERVICE_UNAVAILABLE", fault.message, headers)
+        return error_response(507, "INSUFFICIENT_STORAGE", fault.message)
+
+    for kind in FAULT_CANDIDATES:
+        api.add_exception_handler(kind, _fault)
 
     @api.exception_handler(HTTPException)
     async def _http(request: Request, exc: HTTPException) -> JSONResponse:

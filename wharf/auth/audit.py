@@ -10,6 +10,7 @@ from __future__ import annotations
 import logging
 from typing import Any
 
+from wharf.faults import log_failure
 from wharf.metadata.identity import IdentityStore
 
 log = logging.getLogger("wharf.audit")
@@ -33,5 +34,5 @@ class Audit:
             self.identities.add_event(
                 action, target, actor=actor, client=client, success=success, details=details
             )
-        except Exception:
-            log.exception("could not record audit event %s on %s", action, target)
+        except Exception as e:
+            log_failure(log, f"could not record audit event {action} on {target}", e)

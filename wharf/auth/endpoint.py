@@ -22,6 +22,8 @@ from wharf.auth.access import AccessService
 from wharf.auth.identity import ANONYMOUS, Identity
 from wharf.auth.service import AuthService, InvalidCredentials, TooManyAttempts, parse_basic
 from wharf.auth.tokens import SERVICE, parse_scopes
+from wharf.faults import log_failure
+from wharf.registry.errors import InternalError, fault_error
 
 log = logging.getLogger("wharf.auth")
 
@@ -55,12 +57,26 @@ class TokenEndpoint:
 
     async def __call__(self, scope, receive, send) -> None:  # type: ignore[no-untyped-def]
         request = Request(scope, receive)
-        if request.method == "GET":
-            response = await self.get(request)
-        elif request.method == "POST":
-            response = await self.post(request)
-        else:
-            response = _registry_error("UNSUPPORTED", "method not allowed", 405, Allow="GET, POST")
+        try:
+            if request.method == "GET":
+                response = await self.get(request)
+            elif request.method == "POST":
+                response = await self.post(request)
+            else:
+                response = _registry_error(
+                    "UNSUPPORTED", "method not allowed", 405, Allow="GET, POST"
+                )
+        except Exception as e:
+            # A database that cannot be reached is said so (503), in the registry's format,
+            # which clients show; anything else is a bug, with its traceback in the log.
+            fault = log_failure(log, f"{request.method} {request.url.path}", e)
+            error = InternalError() if fault is None else fault_error(fault)
+            response = Response(
+                error.body(),
+                status_code=error.status,
+                media_type="application/json",
+                headers={**_NO_STORE, **error.headers},
+            )
         await response(scope, receive, send)
 
     def _issue(self, identity: Identity, scopes: list[str], refresh: str | None) -> dict:

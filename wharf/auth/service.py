@@ -22,6 +22,7 @@ from wharf.auth.identity import ANONYMOUS, Identity
 from wharf.auth.passwords import spend_verification, verify_password
 from wharf.auth.throttle import LoginThrottle, TooManyAttempts
 from wharf.auth.tokens import InvalidToken, TokenService, granted_from_claims, hash_pat
+from wharf.faults import log_failure
 from wharf.metadata.identity import IdentityStore
 from wharf.metadata.models import User
 from wharf.metadata.store import MetadataStore
@@ -193,8 +194,8 @@ class AuthService:
         self._touched[hashed] = now
         try:
             self.identities.touch_token(hashed, datetime.now(UTC))
-        except Exception:
-            log.exception("could not record token use")
+        except Exception as e:
+            log_failure(log, "could not record token use", e)
 
     # -- bearer tokens ----------------------------------------------------------------------
 

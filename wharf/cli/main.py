@@ -101,8 +101,17 @@ def _in_child(func: Any, *args: Any) -> None:
 
 def _prepare(settings: Any) -> None:
     from wharf.bootstrap import prepare
+    from wharf.faults import fault_of
 
-    prepare(settings)
+    try:
+        prepare(settings)
+    except Exception as e:
+        # A full disk or an unreachable database: one line that says so, not a traceback.
+        fault = fault_of(e)
+        if fault is None:
+            raise
+        click.echo(f"wharf: {fault}", err=True)
+        sys.exit(EXIT_FAILURE)
 
 
 def _register_admin_commands() -> None:

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from datetime import timedelta
 from typing import Any
 
+from wharf.faults import log_failure
 from wharf.jobs.store import CANCELED, DONE, ERRORED, Job, JobStore
 
 log = logging.getLogger(__name__)
@@ -273,8 +274,8 @@ class JobWorker:
                 if self._current is not None:
                     self._current.shutdown.set()
                 raise
-            except Exception:
-                log.exception("job worker %s: poll failed", self.id)
+            except Exception as e:
+                log_failure(log, f"job worker {self.id}: poll failed", e)
             await asyncio.sleep(POLL_SECONDS)
 
     async def stop(self, timeout: float = 10.0) -> None:
@@ -337,5 +338,5 @@ class JobWorker:
                 # The poll loop (and its worker heartbeat) waits while a job runs: without
                 # this a worker busy with a long job would be listed as stale.
                 self.jobs.beat_worker(self.id)
-            except Exception:
-                log.exception("job %s: heartbeat failed", job.id)
+            except Exception as e:
+                log_failure(log, f"job {job.id}: heartbeat failed", e)

@@ -15,6 +15,7 @@ from wharf.auth.access import ALL_ACTIONS, PULL, PUSH, AccessService
 from wharf.auth.identity import Identity
 from wharf.auth.service import AuthService, InvalidCredentials, TooManyAttempts
 from wharf.auth.tokens import SERVICE
+from wharf.faults import fault_of, log_failure
 from wharf.registry import routes
 from wharf.registry.errors import (
     BlobUploadUnknown,
@@ -28,6 +29,7 @@ from wharf.registry.errors import (
     RegistryError,
     TooManyRequests,
     Unauthorized,
+    fault_error,
 )
 from wharf.registry.handlers.context import Context
 from wharf.registry.names import validate_name
@@ -48,8 +50,12 @@ class RegistryApp:
         self._verify_slots = asyncio.Semaphore(2)
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        started = False
+
         async def send_with_version(message: dict) -> None:
+            nonlocal started
             if message["type"] == "http.response.start":
+                started = True
                 message["headers"] = [*message.get("headers", []), API_VERSION_HEADER]
             await send(message)
 
@@ -58,13 +64,28 @@ class RegistryApp:
             response = await self._dispatch(request)
         except RegistryError as error:
             response = self._error(error)
-        except Exception:
-            log.exception("unhandled error on %s %s", scope["method"], scope["path"])
-            response = self._error(InternalError())
+        except Exception as error:
+            response = self._error(self._unexpected(scope, error))
         try:
             await response(scope, receive, send_with_version)
         except RegistryError as error:  # raised by a streaming response before it started
             await self._error(error)(scope, receive, send_with_version)
+        except Exception as error:
+            if not started:
+                await self._error(self._unexpected(scope, error))(scope, receive, send_with_version)
+                return
+            fault = fault_of(error)
+            if fault is None:
+                raise
+            # The body broke off (storage failed mid-stream): the client sees it cut short.
+            log.error("%s %s: response cut short: %s", scope["method"], scope["path"], fault)
+
+    @staticmethod
+    def _unexpected(scope: Scope, error: Exception) -> RegistryError:
+        """A full disk or an unreachable database is answered for what it is; anything else is
+        a bug: 500, and its traceback in the log."""
+        fault = log_failure(log, f"{scope['method']} {scope['path']}", error)
+        return InternalError() if fault is None else fault_error(fault)
 
     async def _dispatch(self, request: Request) -> Response:
         path = request.scope["path"]

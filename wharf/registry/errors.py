@@ -8,6 +8,8 @@ from __future__ import annotations
 import json
 from typing import Any, ClassVar
 
+from wharf.faults import RETRY_AFTER, Fault
+
 
 class RegistryError(Exception):
     """An error answered to the client in the spec's JSON error format."""
@@ -112,6 +114,24 @@ class NotFound(RegistryError):
 
 class InternalError(RegistryError):
     code, status, message = "UNKNOWN", 500, "internal error; the registry's log has the details"
+
+
+class InsufficientStorage(RegistryError):
+    # The spec's codes are for 4xx answers and none names a server that cannot store; this is
+    # the reference registry's code for a registry that cannot serve (see docs/api.md).
+    code, status, message = "UNAVAILABLE", 507, "the registry's storage is full"
+
+
+class Unavailable(RegistryError):
+    code, status, message = "UNAVAILABLE", 503, "the registry is unavailable; try again later"
+
+
+def fault_error(fault: Fault) -> RegistryError:
+    """The answer to an environmental failure: 507 when nothing more can be stored (full or
+    read-only), 503 when what the registry runs on cannot be reached."""
+    if fault.kind == "unavailable":
+        return Unavailable(message=fault.message, headers={"Retry-After": RETRY_AFTER})
+    return InsufficientStorage(message=fault.message)
 
 
 class TooManyRequests(RegistryError):

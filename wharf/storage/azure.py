@@ -13,12 +13,14 @@ from __future__ import annotations
 
 import base64
 import contextlib
+import logging
 import os
 import time
 from collections.abc import Iterator
 from datetime import UTC, datetime, timedelta
 from typing import Any, BinaryIO
 
+from wharf.storage.base import StorageError
 from wharf.storage.objectstore import StreamReader
 
 BLOCK = 8 << 20
@@ -49,6 +51,11 @@ class AzureBucket:
             url = endpoint or f"https://{account}.blob.core.windows.net"
             service = BlobServiceClient(account_url=url, credential=credential)
         self.container = service.get_container_client(container)
+        # The SDK logs every request and response at INFO, a dozen lines each: not for the
+        # registry's log.
+        logging.getLogger("azure.core.pipeline.policies.http_logging_policy").setLevel(
+            logging.WARNING
+        )
 
     def _blob(self, key: str) -> Any:
         return self.container.get_blob_client(key)
@@ -58,7 +65,9 @@ class AzureBucket:
 
         try:
             return int(self._blob(key).get_blob_properties().size)
-        except ResourceNotFoundError:
+        except ResourceNotFoundError as e:
+            if _container_gone(e):
+                raise
             return None
 
     def read(self, key: str, offset: int) -> BinaryIO:
@@ -66,7 +75,9 @@ class AzureBucket:
 
         try:
             stream = self._blob(key).download_blob(offset=offset or None, max_concurrency=1)
-        except ResourceNotFoundError:
+        except ResourceNotFoundError as e:
+            if _container_gone(e):
+                raise
             raise FileNotFoundError(key) from None
         except HttpResponseError as e:
             if e.status_code == 416:  # reading from the very end
@@ -83,7 +94,9 @@ class AzureBucket:
         blob = self._blob(key)
         try:
             committed, _ = blob.get_block_list("committed")
-        except ResourceNotFoundError:
+        except ResourceNotFoundError as e:
+            if _container_gone(e):
+                raise
             committed = []
         kept: list[str] = []
         at = 0
@@ -115,7 +128,9 @@ class AzureBucket:
         target = self._blob(dst)
         try:
             target.start_copy_from_url(self._blob(src).url)
-        except ResourceNotFoundError:
+        except ResourceNotFoundError as e:
+            if _container_gone(e):
+                raise
             raise FileNotFoundError(src) from None
         delay = 0.05
         while True:  # within one account copies usually finish at once
@@ -123,7 +138,7 @@ class AzureBucket:
             if status == "success":
                 return
             if status != "pending":
-                raise OSError(f"Azure copy of {src} to {dst} ended {status}")
+                raise StorageError(f"Azure copy of {src} to {dst} ended {status}")
             time.sleep(delay)
             delay = min(delay * 2, 2.0)
 
@@ -141,6 +156,18 @@ class AzureBucket:
     def abort_incomplete(self, prefix: str) -> None:
         pass  # uncommitted blocks are discarded by the next commit, or after a week
 
+    def failure(self, error: Exception) -> str | None:
+        from azure.core import exceptions as e
+
+        where = f"Azure container {self.container.container_name}"
+        if isinstance(error, (e.ServiceRequestError, e.ServiceResponseError)):
+            return f"{where}: {error}"
+        if isinstance(error, e.HttpResponseError):
+            status = error.status_code or 0
+            if status >= 500 or status in (401, 403, 429) or _container_gone(error):
+                return f"{where}: {error.error_code or status}: {error.reason}"
+        return None
+
     def presign(self, key: str, expires: int) -> str:
         from azure.storage.blob import BlobSasPermissions, generate_blob_sas
 
@@ -155,6 +182,11 @@ class AzureBucket:
             expiry=datetime.now(UTC) + timedelta(seconds=expires),
         )
         return f"{self._blob(key).url}?{sas}"
+
+
+def _container_gone(error: Exception) -> bool:
+    """A "not found" about the container, not an object: storage is gone, not a blob."""
+    return getattr(error, "error_code", None) == "ContainerNotFound"
 
 
 class _BlockWriter:

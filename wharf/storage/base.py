@@ -7,7 +7,20 @@ registry calls them from worker threads.
 
 from __future__ import annotations
 
-from typing import BinaryIO, Protocol
+from typing import BinaryIO, Literal, Protocol
+
+
+class StorageError(Exception):
+    """Storage failed for a reason outside Wharf: an object store that cannot be reached, a
+    bucket that is gone, credentials it refuses, or it is full. Drivers raise it in place of
+    their SDK's errors (the filesystem driver leaves the OS's errors as they are: their errno
+    already says). The HTTP layers answer it 503 or 507 (`wharf/faults.py`)."""
+
+    def __init__(
+        self, message: str, kind: Literal["full", "read-only", "unavailable"] = "unavailable"
+    ) -> None:
+        super().__init__(message)
+        self.kind = kind
 
 
 class BlobWriter(Protocol):

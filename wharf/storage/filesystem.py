@@ -3,28 +3,35 @@
 from __future__ import annotations
 
 import contextlib
+import errno
 import os
 import shutil
 from pathlib import Path
 from typing import BinaryIO
 
 WRITEBACK_WINDOW = 8 << 20
+NO_SPACE = (errno.ENOSPC, errno.EDQUOT)
 
 
 class _FileWriter:
     def __init__(self, path: Path, offset: int) -> None:
         path.parent.mkdir(parents=True, exist_ok=True)
+        self._path = path
         fd = os.open(path, os.O_WRONLY | os.O_CREAT, 0o644)
         self._file = os.fdopen(fd, "wb", buffering=0)
         os.ftruncate(fd, offset)
         self._file.seek(offset)
-        self._position = self._flushed = offset
+        self._start = self._position = self._flushed = offset
 
     def write(self, data: bytes) -> None:
         view = memoryview(data)
-        while view:
-            n = self._file.write(view)
-            view = view[n:]
+        try:
+            while view:
+                n = self._file.write(view)
+                view = view[n:]
+        except OSError as e:
+            self._give_back(e)
+            raise
         self._position += len(data)
         if self._position - self._flushed >= WRITEBACK_WINDOW:
             # Start writing these pages to disk now, without waiting: on Linux, DONTNEED on
@@ -39,8 +46,22 @@ class _FileWriter:
             self._flushed = self._position
 
     def commit(self) -> None:
-        os.fsync(self._file.fileno())
+        try:
+            os.fsync(self._file.fileno())  # may be where a full disk shows (delayed allocation)
+        except OSError as e:
+            self._give_back(e)
+            self._file.close()
+            raise
         self._file.close()
+
+    def _give_back(self, error: OSError) -> None:
+        """On a full disk (or over quota), free what this writer wrote: nobody has counted
+        those bytes, and leaving them would keep the disk full for every other request."""
+        if error.filename is None:
+            error.filename = str(self._path)  # so that the log says which disk is full
+        if error.errno in NO_SPACE:
+            with contextlib.suppress(OSError):
+                os.ftruncate(self._file.fileno(), self._start)
 
     def close(self) -> None:
         self._file.close()

@@ -109,6 +109,34 @@ class GCSBucket:
     def abort_incomplete(self, prefix: str) -> None:
         pass  # resumable sessions that are never finished expire by themselves
 
+    def failure(self, error: Exception) -> str | None:
+        import requests
+        from google.api_core import exceptions as api
+        from google.auth import exceptions as auth
+
+        where = f"GCS bucket {self.bucket.name}"
+        if isinstance(error, api.NotFound):
+            # A missing object is handled where it can happen; one that escapes is the bucket
+            # gone, unless the bucket is there (then it is ours).
+            try:
+                gone = not self.bucket.exists()
+            except Exception:
+                gone = False
+            return f"{where} does not exist" if gone else None
+        failing = (api.ServerError, api.TooManyRequests, api.Unauthorized, api.Forbidden)
+        if isinstance(error, failing):
+            return f"{where}: {error.code}: {error.message}"
+        unreachable = (
+            requests.exceptions.ConnectionError,
+            requests.exceptions.Timeout,
+            auth.TransportError,
+            auth.RefreshError,
+            auth.DefaultCredentialsError,
+        )
+        if isinstance(error, unreachable):
+            return f"{where}: {error}"
+        return None
+
     def presign(self, key: str, expires: int) -> str:
         return str(
             self.bucket.blob(key).generate_signed_url(

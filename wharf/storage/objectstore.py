@@ -22,8 +22,11 @@ from __future__ import annotations
 
 import io
 from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import BinaryIO, Protocol
+
+from wharf.storage.base import StorageError
 
 SEGMENTS = ".seg/"
 COPY_CHUNK = 1 << 20
@@ -71,6 +74,11 @@ class Bucket(Protocol):
     def abort_incomplete(self, prefix: str) -> None:
         """Drop unfinished multipart uploads under prefix (a no-op where the cloud expires
         them by itself: GCS resumable sessions, Azure uncommitted blocks)."""
+
+    def failure(self, error: Exception) -> str | None:
+        """What went wrong, when `error` (from this cloud's SDK) is the cloud failing rather
+        than Wharf: unreachable, erring on its side, refusing the credentials, the bucket
+        gone. None for anything else (a bug: its traceback is logged)."""
 
 
 @dataclass(frozen=True)
@@ -132,17 +140,33 @@ class ObjectStoreDriver:
             at = seg.end
         return chain
 
+    @contextmanager
+    def _failures(self) -> Iterator[None]:
+        """The cloud's own failures become StorageError, which the HTTP layers answer 503."""
+        try:
+            yield
+        except Exception as e:
+            what = self.bucket.failure(e)
+            if what is None:
+                raise
+            raise StorageError(what) from e
+
     # -- StorageDriver ----------------------------------------------------------------------
 
     def stat(self, path: str) -> int | None:
-        key = self._key(path)
-        size = self.bucket.head(key)
-        if size is not None or self.bucket.appendable:
-            return size
-        chain = self._contiguous(self._segments(key))
-        return chain[-1].end if chain else None
+        with self._failures():
+            key = self._key(path)
+            size = self.bucket.head(key)
+            if size is not None or self.bucket.appendable:
+                return size
+            chain = self._contiguous(self._segments(key))
+            return chain[-1].end if chain else None
 
     def open_read(self, path: str, offset: int = 0) -> BinaryIO:
+        with self._failures():
+            return _GuardedReader(self, self._open_read(path, offset))  # type: ignore[return-value]
+
+    def _open_read(self, path: str, offset: int) -> BinaryIO:
         key = self._key(path)
         try:
             return self.bucket.read(key, offset)
@@ -155,12 +179,17 @@ class ObjectStoreDriver:
         return _ChainReader(self.bucket, chain, offset)
 
     def writer(self, path: str, offset: int = 0) -> ObjectWriter:
-        key = self._key(path)
-        if self.bucket.appendable:
-            return self.bucket.append(key, offset)
-        return _SegmentWriter(self, key, offset)
+        with self._failures():
+            key = self._key(path)
+            if self.bucket.appendable:
+                return _GuardedWriter(self, self.bucket.append(key, offset))
+            return _GuardedWriter(self, _SegmentWriter(self, key, offset))
 
     def move(self, src: str, dst: str) -> None:
+        with self._failures():
+            self._move(src, dst)
+
+    def _move(self, src: str, dst: str) -> None:
         skey, dkey = self._key(src), self._key(dst)
         if self.bucket.head(skey) is not None:
             self.bucket.copy(skey, dkey)
@@ -179,13 +208,14 @@ class ObjectStoreDriver:
         self.bucket.delete([s.key for s in segments])
 
     def delete(self, path: str) -> None:
-        key = self._key(path)
-        keys = [key]
-        keys += [name for name, _ in self.bucket.list(key + "/")]
-        keys += [name for name, _ in self.bucket.list(key + SEGMENTS)]
-        self.bucket.delete(keys)
-        self.bucket.abort_incomplete(key + "/")
-        self.bucket.abort_incomplete(key + SEGMENTS)
+        with self._failures():
+            key = self._key(path)
+            keys = [key]
+            keys += [name for name, _ in self.bucket.list(key + "/")]
+            keys += [name for name, _ in self.bucket.list(key + SEGMENTS)]
+            self.bucket.delete(keys)
+            self.bucket.abort_incomplete(key + "/")
+            self.bucket.abort_incomplete(key + SEGMENTS)
 
     def local_path(self, path: str) -> str | None:
         return None
@@ -193,10 +223,58 @@ class ObjectStoreDriver:
     def redirect_url(self, path: str) -> str | None:
         if not self.redirect:
             return None
-        return self.bucket.presign(self._key(path), self.redirect_seconds)
+        with self._failures():
+            return self.bucket.presign(self._key(path), self.redirect_seconds)
 
     def describe(self) -> str:
         return self.url
+
+
+class _GuardedWriter:
+    """A writer whose cloud failures become StorageError, as the driver's own do."""
+
+    def __init__(self, driver: ObjectStoreDriver, inner: ObjectWriter) -> None:
+        self._failures, self._inner = driver._failures, inner
+
+    def write(self, data: bytes) -> None:
+        with self._failures():
+            self._inner.write(data)
+
+    def commit(self) -> None:
+        with self._failures():
+            self._inner.commit()
+
+    def close(self) -> None:
+        with self._failures():
+            self._inner.close()  # type: ignore[attr-defined]
+
+    def abort(self) -> None:
+        with self._failures():
+            self._inner.abort()
+
+
+class _GuardedReader(io.RawIOBase):
+    """A reader whose cloud failures become StorageError (a pull cut short mid-stream)."""
+
+    def __init__(self, driver: ObjectStoreDriver, inner: BinaryIO) -> None:
+        self._failures, self._inner = driver._failures, inner
+
+    def readable(self) -> bool:
+        return True
+
+    def read(self, size: int = -1) -> bytes:
+        with self._failures():
+            return self._inner.read(size)
+
+    def readinto(self, b: bytearray | memoryview) -> int:  # type: ignore[override]
+        data = self.read(len(b))
+        b[: len(data)] = data
+        return len(data)
+
+    def close(self) -> None:
+        with self._failures():
+            self._inner.close()
+        super().close()
 
 
 class _SegmentWriter:

@@ -8,9 +8,11 @@ role. They are never part of the URL.
 
 from __future__ import annotations
 
+import os
 from collections.abc import Iterator
 from typing import Any, BinaryIO
 
+from wharf.storage.base import StorageError
 from wharf.storage.objectstore import StreamReader
 
 MIN_PART = 5 << 20  # S3's smallest part but the last
@@ -38,9 +40,12 @@ class S3Bucket:
         from botocore.config import Config
 
         session = boto3.session.Session(profile_name=profile)
+        # AWS's own AWS_MAX_ATTEMPTS overrides the default (with which an unreachable endpoint
+        # is reported after several seconds of backoff).
+        attempts = int(os.environ.get("AWS_MAX_ATTEMPTS", 5))
         config = Config(
             s3={"addressing_style": "path" if path_style else "auto"},
-            retries={"max_attempts": 5, "mode": "standard"},
+            retries={"max_attempts": attempts, "mode": "standard"},
             max_pool_connections=32,
             signature_version="s3v4",
         )
@@ -146,7 +151,8 @@ class S3Bucket:
             errors = result.get("Errors") or []
             if errors:
                 first = errors[0]
-                raise OSError(f"S3 delete of {first.get('Key')} failed: {first.get('Message')}")
+                key, message = first.get("Key"), first.get("Message")
+                raise StorageError(f"S3 bucket {self.bucket}: delete of {key} failed: {message}")
 
     def abort_incomplete(self, prefix: str) -> None:
         """Abort multipart uploads left under prefix by writers that died (a killed replica):
@@ -157,6 +163,31 @@ class S3Bucket:
                 self.client.abort_multipart_upload(
                     Bucket=self.bucket, Key=upload["Key"], UploadId=upload["UploadId"]
                 )
+
+    def failure(self, error: Exception) -> str | None:
+        from botocore import exceptions as e
+
+        where = f"S3 bucket {self.bucket}"
+        if isinstance(error, e.ClientError):
+            details = error.response.get("Error", {})
+            code = details.get("Code", "")
+            status = error.response.get("ResponseMetadata", {}).get("HTTPStatusCode", 0)
+            # The store erring, throttling, refusing our credentials, or the bucket gone; a
+            # 4xx about the request itself is ours.
+            if status >= 500 or status in (401, 403, 429) or code in ("NoSuchBucket", "SlowDown"):
+                return f"{where}: {code or status}: {details.get('Message', '')}"
+            return None
+        unreachable = (
+            e.ConnectionError,
+            e.HTTPClientError,
+            e.ResponseStreamingError,
+            e.NoCredentialsError,
+            e.PartialCredentialsError,
+            e.CredentialRetrievalError,
+        )
+        if isinstance(error, unreachable):
+            return f"{where}: {error}"
+        return None
 
     def presign(self, key: str, expires: int) -> str:
         return str(
