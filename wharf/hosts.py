@@ -1,0 +1,115 @@
+"""Which `Host` a replica answers for, and the base URL of the URLs it builds (the token
+realm, the redirect to HTTPS).
+
+With an external URL, every URL is built from it and the request's Host is not used at all.
+Without one, a request is answered only when its Host names this replica: a loopback name or
+address when the connection arrived on loopback, the address the connection arrived at, a
+name in the TLS certificate it serves, the machine's hostname, or one of `allowed_hosts`.
+Any other Host (a name an attacker's DNS points at this machine, a header a client was made
+to send) is refused with 400 before any URL is built from it.
+"""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+import socket
+from collections.abc import Callable, Iterable
+
+from starlette.types import Scope
+
+from wharf.config import Settings
+
+# host[:port], a DNS name or IPv4 address, or a bracketed IPv6 address.
+_HOST = re.compile(r"^[A-Za-z0-9.\-]+(:\d{1,5})?$|^\[[0-9A-Fa-f:.]+\](:\d{1,5})?$")
+
+
+class HostPolicy:
+    def __init__(
+        self,
+        settings: Settings,
+        certificate_names: Callable[[], Iterable[str]] | None = None,
+    ) -> None:
+        self.external_url = settings.external_url
+        self._allowed = {h for h in settings.allowed_hosts if not h.startswith("*.")}
+        self._suffixes = tuple(h[1:] for h in settings.allowed_hosts if h.startswith("*."))
+        self._any = "*" in self._allowed
+        self._hostname = socket.gethostname().lower().rstrip(".")
+        self._certificate_names = certificate_names or (lambda: ())
+
+    def host(self, scope: Scope) -> str | None:
+        """The request's Host header (host[:port]) when the replica answers for it; the
+        address the connection arrived at when it has none; None when it is refused.
+        Always a value when an external URL is configured (the Host is not used then)."""
+        value = _header(scope, b"host")
+        if not value:
+            return _local_host(scope)
+        if self.external_url is not None:
+            return value
+        if not _HOST.match(value) or not self._answers_for(_name(value), scope):
+            return None
+        return value
+
+    def base_url(self, scope: Scope) -> str:
+        """scheme://host[:port] of the URLs built for a request the policy let in."""
+        if self.external_url is not None:
+            return self.external_url
+        return f"{scope['scheme']}://{self.host(scope) or _local_host(scope)}"
+
+    def _answers_for(self, name: str, scope: Scope) -> bool:
+        if self._any or name in self._allowed or any(name.endswith(s) for s in self._suffixes):
+            return True
+        local = (scope.get("server") or ("", 0))[0]
+        if _is_loopback(local) and (name == "localhost" or _is_loopback(name)):
+            return True
+        if _same_address(name, local) or name == self._hostname:
+            return True
+        return any(_matches(name, pattern) for pattern in self._certificate_names())
+
+
+def _header(scope: Scope, name: bytes) -> str | None:
+    for key, value in scope.get("headers", []):
+        if key == name:
+            return value.decode("latin-1")
+    return None
+
+
+def _name(host: str) -> str:
+    """The host of host[:port], lowercase, without brackets or a trailing dot."""
+    if host.startswith("["):
+        return host[1 : host.index("]")].lower()
+    return host.rsplit(":", 1)[0].lower().rstrip(".")
+
+
+def _local_host(scope: Scope) -> str:
+    host, port = (scope.get("server") or ("localhost", None))[:2]
+    host = f"[{host}]" if ":" in host else host
+    return f"{host}:{port}" if port else host
+
+
+def _ip(name: str) -> ipaddress.IPv4Address | ipaddress.IPv6Address | None:
+    try:
+        ip = ipaddress.ip_address(name)
+    except ValueError:
+        return None
+    # A dual-stack listener sees IPv4 peers as ::ffff:a.b.c.d.
+    mapped = getattr(ip, "ipv4_mapped", None)
+    return mapped or ip
+
+
+def _is_loopback(name: str) -> bool:
+    ip = _ip(name)
+    return ip is not None and ip.is_loopback
+
+
+def _same_address(name: str, local: str) -> bool:
+    ip = _ip(name)
+    return ip is not None and ip == _ip(local)
+
+
+def _matches(name: str, pattern: str) -> bool:
+    pattern = pattern.lower().rstrip(".")
+    if pattern.startswith("*."):  # a wildcard stands for exactly one label
+        first, _, rest = name.partition(".")
+        return bool(first) and rest == pattern[2:]
+    return name == pattern or _same_address(name, pattern)
