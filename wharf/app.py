@@ -99,7 +99,9 @@ def redirect_to_https(settings: Settings, app: ASGIApp, hosts: HostPolicy | None
     port = "" if https_port == 443 else f":{https_port}"
     external = settings.external_url
     if external and external.startswith("http://"):
-        external = None  # an external URL over plain HTTP: a TLS proxy's business, not ours
+        # Clients reach the registry over plain HTTP at that name: HTTPS is at the same name,
+        # on this replica's HTTPS port.
+        external = f"https://{_strip_port(external.removeprefix('http://'))}{port}"
     hosts = hosts or HostPolicy(settings)
 
     async def redirect(scope: Scope, receive: Receive, send: Send) -> None:

@@ -40,13 +40,14 @@ class HostPolicy:
     def host(self, scope: Scope) -> str | None:
         """The request's Host header (host[:port]) when the replica answers for it; the
         address the connection arrived at when it has none; None when it is refused.
-        Always a value when an external URL is configured (the Host is not used then)."""
+        Never None when an external URL is configured (the Host is not checked then, only
+        well-formed)."""
         value = _header(scope, b"host")
         if not value:
             return _local_host(scope)
-        if self.external_url is not None:
-            return value
-        if not _HOST.match(value) or not self._answers_for(_name(value), scope):
+        if not _HOST.match(value):
+            return None if self.external_url is None else _local_host(scope)
+        if self.external_url is None and not self._answers_for(_name(value), scope):
             return None
         return value
 
