@@ -13,7 +13,8 @@ from starlette.types import ASGIApp, Receive, Scope, Send
 
 from wharf.auth.endpoint import TokenEndpoint
 from wharf.config import Settings, split_addr
-from wharf.registry.app import _HOST, RegistryApp
+from wharf.hosts import HostPolicy
+from wharf.registry.app import RegistryApp
 from wharf.services import Services, build_services
 
 # On every response of both listeners: browsers ignore it over plain HTTP, and a response
@@ -31,11 +32,14 @@ def create_app(
     settings: Settings,
     services: Services | None = None,
     ca_pem: Callable[[], str | None] | None = None,
+    hosts: HostPolicy | None = None,
 ) -> ASGIApp:
     """`ca_pem` returns the CA certificate that clients of this replica's HTTPS listener
-    should trust (served at /ca), or None when it serves no HTTPS."""
+    should trust (served at /ca), or None when it serves no HTTPS. `hosts` says which Host
+    headers are answered (default: the settings' policy, without certificate names)."""
     services = services or build_services(settings)
-    registry = RegistryApp(services.registry, services.auth, services.access)
+    hosts = hosts or HostPolicy(settings)
+    registry = RegistryApp(services.registry, services.auth, services.access, hosts.base_url)
     token_endpoint = TokenEndpoint(services.auth, services.access)
     # The management API (FastAPI, pydantic) is built on its first request: a worker that
     # only ever serves the registry does not pay for it.
@@ -50,6 +54,11 @@ def create_app(
             return
         send = _with_header(send, HSTS)
         path = scope["path"]
+        if hosts.host(scope) is None:
+            # A Host this replica does not answer for: no URL is ever built from it.
+            api = path.startswith("/api/")
+            await _respond(send, 400, _UNKNOWN_HOST_API if api else _UNKNOWN_HOST)
+            return
         if path == CA_PATH:
             await _serve_ca(scope, send, ca_pem() if ca_pem else None)
             return
@@ -86,19 +95,21 @@ def create_app(
     return _safe_header_values(app)
 
 
-def redirect_to_https(settings: Settings, app: ASGIApp) -> ASGIApp:
+def redirect_to_https(settings: Settings, app: ASGIApp, hosts: HostPolicy | None = None) -> ASGIApp:
     """The application of a plain-HTTP listener when the replica serves HTTPS: every request
     is redirected (308, which keeps the method and body) to the same path over HTTPS, at the
-    external URL when one is configured, else at the request's Host with the HTTPS port.
-    /ca is served as is: clients fetch the CA before they can trust the HTTPS listener."""
+    external URL when one is configured, else at the request's Host (one the replica answers
+    for, see hosts.py) with the HTTPS port. /ca is served as is: clients fetch the CA before
+    they can trust the HTTPS listener."""
     assert settings.https_addr
-    https_host, https_port = split_addr(settings.https_addr)
+    _, https_port = split_addr(settings.https_addr)
     port = "" if https_port == 443 else f":{https_port}"
     external = settings.external_url
     if external and external.startswith("http://"):
-        external = None  # an external URL over plain HTTP: a TLS proxy's business, not ours
-    wildcard = https_host in ("0.0.0.0", "::", "")  # noqa: S104 - compared, not bound
-    fallback = None if wildcard else _host_part(https_host)
+        # Clients reach the registry over plain HTTP at that name: HTTPS is at the same name,
+        # on this replica's HTTPS port.
+        external = f"https://{_strip_port(external.removeprefix('http://'))}{port}"
+    hosts = hosts or HostPolicy(settings)
 
     async def redirect(scope: Scope, receive: Receive, send: Send) -> None:
         if scope["type"] != "http" or scope["path"] == CA_PATH:
@@ -108,14 +119,11 @@ def redirect_to_https(settings: Settings, app: ASGIApp) -> ASGIApp:
         if external:
             base = external
         else:
-            host = _header(scope, b"host")
-            # Never a Host that fails the registry's own check: it would be reflected into
-            # the Location header verbatim.
-            name = _strip_port(host) if host is not None and _HOST.match(host) else fallback
-            if name is None:
-                await _respond(send, 400, _BAD_HOST)
+            host = hosts.host(scope)
+            if host is None:
+                await _respond(send, 400, _UNKNOWN_HOST)
                 return
-            base = f"https://{name}{port}"
+            base = f"https://{_strip_port(host)}{port}"
         target = scope.get("raw_path") or scope["path"].encode()
         query = scope.get("query_string", b"")
         location = base.encode() + target + (b"?" + query if query else b"")
@@ -126,21 +134,10 @@ def redirect_to_https(settings: Settings, app: ASGIApp) -> ASGIApp:
     return redirect
 
 
-def _header(scope: Scope, name: bytes) -> str | None:
-    for key, value in scope.get("headers", []):
-        if key == name:
-            return value.decode("latin-1")
-    return None
-
-
 def _strip_port(host: str) -> str:
     if host.startswith("["):
         return host[: host.index("]") + 1]
     return host.rsplit(":", 1)[0]
-
-
-def _host_part(host: str) -> str:
-    return f"[{host}]" if ":" in host else host
 
 
 async def _serve_ca(scope: Scope, send: Send, pem: str | None) -> None:
@@ -180,16 +177,15 @@ async def _respond(
 _NO_CA = json.dumps(
     {"errors": [{"code": "NOT_FOUND", "message": "this replica serves no HTTPS: no CA to trust"}]}
 ).encode()
-_BAD_HOST = json.dumps(
-    {
-        "errors": [
-            {
-                "code": "UNSUPPORTED",
-                "message": "plain HTTP only redirects to HTTPS, and the request's Host header "
-                "is not one to redirect to: use https:// directly",
-            }
-        ]
-    }
+_UNKNOWN_HOST_MESSAGE = (
+    "this registry does not answer for the request's Host: use its configured address "
+    "(the operator can add names with allowed_hosts)"
+)
+_UNKNOWN_HOST = json.dumps(
+    {"errors": [{"code": "UNSUPPORTED", "message": _UNKNOWN_HOST_MESSAGE}]}
+).encode()
+_UNKNOWN_HOST_API = json.dumps(
+    {"errors": [{"code": "INVALID_PARAMETERS", "message": _UNKNOWN_HOST_MESSAGE}]}
 ).encode()
 
 

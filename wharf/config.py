@@ -43,6 +43,18 @@ class Settings:
     workers: int = 1
     log_level: str = "info"
     access_log: bool = False
+    # Proxies (IP addresses or CIDR networks) whose X-Forwarded-For and X-Forwarded-Proto
+    # are believed; from any other peer those headers are ignored.
+    trusted_proxies: tuple[str, ...] = ()
+    # Host names (or addresses) the registry answers for besides its own (see hosts.py);
+    # "*" answers for any. Unused with an external URL, which every built URL then uses.
+    allowed_hosts: tuple[str, ...] = ()
+    # Slow clients: a request's headers must arrive within header_timeout seconds and hold
+    # at most max_header_bytes; an idle keep-alive connection is closed after
+    # keepalive_timeout seconds.
+    header_timeout: float = 30.0
+    keepalive_timeout: float = 30.0
+    max_header_bytes: int = 65536
 
     @property
     def db_url(self) -> str:
@@ -105,6 +117,11 @@ _CONVERT: dict[str, Callable[[Any], Any]] = {
     "workers": int,
     "plain_http": lambda v: v if isinstance(v, bool) else str(v).lower() in ("1", "true", "yes"),
     "access_log": lambda v: v if isinstance(v, bool) else str(v).lower() in ("1", "true", "yes"),
+    "trusted_proxies": lambda v: tuple(_networks(_items(v))),
+    "allowed_hosts": lambda v: tuple(_host_patterns(_items(v))),
+    "header_timeout": float,
+    "keepalive_timeout": float,
+    "max_header_bytes": int,
 }
 LOG_LEVELS = ("debug", "info", "warning", "error")
 
@@ -138,6 +155,11 @@ def load_settings(
     settings = Settings(**converted)
     if not 1 <= settings.workers <= 64:
         raise ConfigError("workers must be between 1 and 64")
+    for name in ("header_timeout", "keepalive_timeout"):
+        if not 0 < getattr(settings, name) <= 3600:
+            raise ConfigError(f"{name} must be more than 0 and at most 3600 seconds")
+    if not 1024 <= settings.max_header_bytes <= 1 << 20:
+        raise ConfigError("max_header_bytes must be between 1024 and 1048576")
     if settings.log_level not in LOG_LEVELS:
         raise ConfigError(f"log_level must be one of {', '.join(LOG_LEVELS)}")
     if settings.external_url is not None:
@@ -180,6 +202,42 @@ def parse_external_url(value: str) -> str:
     return f"{url.scheme}://{host}" + (f":{port}" if port not in (None, default) else "")
 
 
+def _items(value: Any) -> list[str]:
+    """A list setting: a TOML array, or a string of items separated by commas or spaces."""
+    if isinstance(value, (list, tuple)):
+        return [str(v).strip() for v in value if str(v).strip()]
+    return [v for v in re.split(r"[,\s]+", str(value)) if v]
+
+
+def _networks(items: list[str]) -> list[str]:
+    networks = []
+    for item in items:
+        try:
+            networks.append(str(ipaddress.ip_network(item, strict=False)))
+        except ValueError:
+            raise ConfigError(
+                f"trusted_proxies: {item!r} is not an IP address or CIDR network"
+            ) from None
+    return networks
+
+
+def _host_patterns(items: list[str]) -> list[str]:
+    hosts = []
+    for item in items:
+        name = item.lower().strip("[]").rstrip(".")
+        bare = name[2:] if name.startswith("*.") else name
+        if name != "*":
+            try:
+                ipaddress.ip_address(bare)
+            except ValueError:
+                if not _HOSTNAME.match(bare):
+                    raise ConfigError(
+                        f"allowed_hosts: {item!r} is not a host name, an address, *.DOMAIN or *"
+                    ) from None
+        hosts.append(name)
+    return hosts
+
+
 def split_addr(addr: str) -> tuple[str, int]:
     host, sep, port = addr.rpartition(":")
     # ASCII digits only: str.isdigit() is true for "²", which int() refuses.
@@ -208,10 +266,12 @@ def write_replica_config(data_dir: Path, values: Mapping[str, Any]) -> Path:
     with os.fdopen(fd, "w") as f:
         for name, value in values.items():
             if value is not None:
-                # JSON strings are valid TOML basic strings.
-                f.write(
-                    f"{name} = {json.dumps(value if isinstance(value, bool) else str(value))}\n"
-                )
+                # JSON strings (and arrays of them) are valid TOML.
+                if isinstance(value, (list, tuple)):
+                    value = [str(v) for v in value]
+                elif not isinstance(value, bool):
+                    value = str(value)
+                f.write(f"{name} = {json.dumps(value)}\n")
         f.flush()
         os.fsync(f.fileno())
     os.replace(tmp, path)

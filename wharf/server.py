@@ -271,6 +271,8 @@ def run_worker(settings: Settings, listeners: list[Listener], supervised: bool =
 
     from wharf.app import create_app, redirect_to_https
     from wharf.cluster import heartbeat_forever, replica_id
+    from wharf.connection import protocol_class
+    from wharf.hosts import HostPolicy
     from wharf.jobs.runner import JobWorker
     from wharf.services import build_services
 
@@ -284,21 +286,29 @@ def run_worker(settings: Settings, listeners: list[Listener], supervised: bool =
         if settings.https_addr
         else None
     )
-    app = create_app(settings, services, ca_pem=certificates.ca_pem if certificates else None)
+    hosts = HostPolicy(settings, certificates.names if certificates else None)
+    app = create_app(
+        settings, services, ca_pem=certificates.ca_pem if certificates else None, hosts=hosts
+    )
     rid = replica_id(settings.data_dir)
     servers = []
     for listener in listeners:
         config = uvicorn.Config(
-            redirect_to_https(settings, app)
+            redirect_to_https(settings, app, hosts)
             if settings.redirect_http and not listener.tls
             else app,
             loop="uvloop",
-            http="httptools",
+            http=protocol_class(settings),  # httptools, with header deadlines and bounds
             lifespan="off",
             log_level=settings.log_level,
             access_log=settings.access_log,
             server_header=False,
-            timeout_keep_alive=30,
+            timeout_keep_alive=settings.keepalive_timeout,  # type: ignore[arg-type]
+            # X-Forwarded-For/-Proto are believed only from the operator's proxies (uvicorn's
+            # default believes any loopback peer): the client address is then the
+            # right-most one in X-Forwarded-For that is not itself a trusted proxy.
+            proxy_headers=bool(settings.trusted_proxies),
+            forwarded_allow_ips=list(settings.trusted_proxies),
             ssl_certfile=str(settings.tls_cert) if listener.tls else None,
             ssl_keyfile=str(settings.tls_key) if listener.tls else None,
         )
@@ -397,11 +407,23 @@ class CertificateReloader:
         self.contexts: list[ssl.SSLContext] = []
         self._stamp = self._files_stamp()
         self._seen: str | None = None  # the cluster record's fingerprint last acted on
-        self._ca: str | None = self._read_ca(self.cert.read_text())
+        chain = self.cert.read_text()
+        self._ca: str | None = self._read_ca(chain)
+        self._names = self._read_names(chain)
         self.fingerprint: str | None = None
 
     def ca_pem(self) -> str | None:
         return self._ca
+
+    def names(self) -> list[str]:
+        """The names the served certificate is valid for (the Hosts it answers for)."""
+        return self._names
+
+    @staticmethod
+    def _read_names(chain: str) -> list[str]:
+        from wharf import tls
+
+        return tls.certificate_names(chain)
 
     def _files_stamp(self) -> tuple[tuple[int, int, int], ...] | None:
         try:
@@ -447,6 +469,7 @@ class CertificateReloader:
             for context in self.contexts:
                 context.load_cert_chain(path)
         self._stamp, self._ca = stamp, ca
+        self._names = self._read_names(chain.decode(errors="replace"))
         from wharf import tls
 
         self.fingerprint = tls.leaf_fingerprint(chain.decode(errors="replace"))

@@ -91,6 +91,17 @@ def leaf_fingerprint(chain_pem: str) -> str | None:
         return None
 
 
+def certificate_names(chain_pem: str) -> list[str]:
+    """The DNS names and IP addresses the first certificate of a PEM chain is valid for
+    (its subjectAltName); empty when it has none or the chain holds no certificate."""
+    try:
+        san = _leaf(chain_pem).extensions.get_extension_for_class(x509.SubjectAlternativeName)
+    except (ValueError, x509.ExtensionNotFound):
+        return []
+    names = [str(n).lower() for n in san.value.get_values_for_type(x509.DNSName)]
+    return names + [str(ip) for ip in san.value.get_values_for_type(x509.IPAddress)]
+
+
 def last_certificate(chain_pem: str) -> str | None:
     """The last certificate of a PEM chain (the one closest to its root), as PEM."""
     try:

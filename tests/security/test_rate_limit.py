@@ -181,3 +181,64 @@ def test_unknown_usernames_are_refused_as_slowly_as_wrong_passwords(throttled_se
     ratio = statistics.median(unknown) / statistics.median(known)
     # Without a password check for unknown names the ratio is about 0.1.
     assert ratio > 0.5, (known, unknown)
+
+
+# -- the client address: X-Forwarded-For only from trusted proxies ---------------------------
+
+
+def audit_clients(api: Admin, action: str, username: str) -> list[str]:
+    r = api.http.get("/api/v0/audit", params={"action": action, "limit": 1000})
+    assert r.status_code == 200, r.text
+    return [e["client"] for e in r.json() if e["target"] == username]
+
+
+def test_a_rotating_x_forwarded_for_does_not_bypass_the_throttle(throttled_server, admin):
+    """Without trusted proxies (the default), X-Forwarded-For is the client's own claim,
+    even from loopback: neither the throttle nor the audit trail believe it."""
+    user = admin.user("rotating")
+    with client_at(throttled_server) as c:
+        for i in range(LIMIT + 2):
+            r = c.get(
+                "/v2/",
+                auth=(user.name, "not-the-password"),
+                headers={"X-Forwarded-For": f"198.51.100.{i + 1}"},
+            )
+            assert r.status_code == (401 if i < LIMIT else 429), (i, r.text)
+    assert audit_clients(admin, "login_failed", user.name) == ["127.0.0.1"] * LIMIT
+    assert set(audit_clients(admin, "login_throttled", user.name)) == {"127.0.0.1"}
+
+
+@pytest.fixture(scope="module")
+def proxied_server(tmp_path_factory: pytest.TempPathFactory) -> Iterator[WharfServer]:
+    """Behind a proxy on 127.0.0.1, itself behind another one in 192.0.2.0/24."""
+    server = start_server(
+        tmp_path_factory.mktemp("proxied"),
+        extra_args=["--trusted-proxies", "127.0.0.1,192.0.2.0/24"],
+    )
+    yield server
+    server.stop()
+
+
+def test_behind_a_trusted_proxy_the_forwarded_address_is_the_client(proxied_server):
+    api = Admin(proxied_server)
+    try:
+        api.settings(failedLoginLimit=LIMIT, failedLoginWindowSeconds=WINDOW)
+        user = api.user("proxied")
+        with client_at(proxied_server) as c:
+
+            def attempt(forwarded: str, password: str = "not-the-password") -> int:
+                headers = {"X-Forwarded-For": forwarded}
+                return c.get("/v2/", auth=(user.name, password), headers=headers).status_code
+
+            # The right-most address that is not a trusted proxy: what the client-facing
+            # proxy saw, whatever the client put before it.
+            for spoofed in ("10.0.0.1", "10.0.0.2", "10.0.0.3"):
+                assert attempt(f"{spoofed}, 203.0.113.7, 192.0.2.10") == 401
+            assert attempt("203.0.113.7", user.password) == 429
+            # Another client behind the same proxies is not throttled.
+            assert attempt("203.0.113.8", user.password) == 200
+        assert audit_clients(api, "login_failed", user.name) == ["203.0.113.7"] * LIMIT
+        assert audit_clients(api, "login_throttled", user.name) == ["203.0.113.7"]
+        assert audit_clients(api, "login", user.name) == ["203.0.113.8"]
+    finally:
+        api.close()

@@ -106,6 +106,17 @@ def _probe(url: str) -> None:
 )
 @click.option("--log-level", type=click.Choice(LOG_LEVELS), help="This replica's log level.")
 @click.option(
+    "--trusted-proxies",
+    metavar="ADDRS",
+    help="This replica's trusted proxies (IP addresses or CIDR networks, comma-separated; "
+    "'' for none): only they may set X-Forwarded-For/-Proto.",
+)
+@click.option(
+    "--allowed-hosts",
+    metavar="NAMES",
+    help="Host names this replica answers for besides its own (comma-separated; '' for none).",
+)
+@click.option(
     "--setting",
     "system_settings",
     multiple=True,
@@ -126,6 +137,8 @@ def reconfigure(
     ca_file: Path | None,
     regenerate_certs: bool,
     log_level: str | None,
+    trusted_proxies: str | None,
+    allowed_hosts: str | None,
     system_settings: tuple[str, ...],
     **where: Any,
 ) -> None:
@@ -134,8 +147,8 @@ def reconfigure(
     Cluster-wide: the certificate (--cert-file/--key-file/--ca-file or --regenerate-certs;
     running replicas switch to it within seconds, without a restart), system settings
     (--setting) and the blob storage. This replica's own (<data-dir>/wharf.toml): the
-    external URL, ports and log level; a running replica is restarted gracefully to apply
-    them. Everything is checked before anything is changed.
+    external URL, ports, log level, trusted proxies and allowed hosts; a running replica is
+    restarted gracefully to apply them. Everything is checked before anything is changed.
 
     Changing the blob storage never touches metadata: if the registry holds blobs, the new
     storage must already have them (copy them first, then pass --storage-migrated); Wharf
@@ -156,18 +169,23 @@ def reconfigure(
 
     # -- check everything, change nothing ------------------------------------------------
     setting_changes = _parse_system_settings(system_settings)
+    lists = {"trusted_proxies": trusted_proxies, "allowed_hosts": allowed_hosts}
     replica_changes, own = _replica_changes(
-        data_dir, external_url, http_port, https_port, log_level
+        data_dir, external_url, http_port, https_port, log_level, lists
     )
     material = _new_certificate(
         cert_file, key_file, ca_file, regenerate_certs, own, replica_changes
     )
     new_url = _storage_from(storage, storage_yaml, data_dir)
-    for_replica = any(v is not None for v in (external_url, http_port, https_port, log_level))
+    for_replica = any(
+        v is not None
+        for v in (external_url, http_port, https_port, log_level, trusted_proxies, allowed_hosts)
+    )
     if not (setting_changes or for_replica or material or new_url):
         raise click.UsageError(
             "nothing to change: give --storage, --external-url, --http-port, --https-port, "
-            "--cert-file/--key-file, --regenerate-certs, --log-level or --setting"
+            "--cert-file/--key-file, --regenerate-certs, --log-level, --trusted-proxies, "
+            "--allowed-hosts or --setting"
         )
 
     if setting_changes or material or new_url:
@@ -248,6 +266,7 @@ def _replica_changes(
     http_port: int | None,
     https_port: int | None,
     log_level: str | None,
+    lists: dict[str, str | None],
 ) -> tuple[dict[str, Any], dict[str, Any]]:
     """The changes to this replica's wharf.toml, checked: (changes, the current file)."""
     from wharf.config import parse_external_url, split_addr
@@ -261,6 +280,13 @@ def _replica_changes(
             raise click.UsageError(str(e)) from None
     if log_level is not None:
         changes["log_level"] = log_level
+    for key, value in lists.items():
+        if value is not None:
+            try:  # normalised (and checked) as `wharf serve` reads it
+                parsed = load_settings(None, {key: value}, environ={})
+            except ConfigError as e:
+                raise click.UsageError(str(e)) from None
+            changes[key] = list(getattr(parsed, key))
     toml = data_dir / "wharf.toml"
     if (changes or http_port or https_port) and not toml.is_file():
         click.echo(

@@ -52,6 +52,21 @@ def main() -> None:
     help="How clients reach the registry (https://registry.example.com): where plain HTTP "
     "redirects to.",
 )
+@click.option(
+    "--trusted-proxies",
+    metavar="ADDRS",
+    help="Proxies whose X-Forwarded-For/-Proto are believed: IP addresses or CIDR networks, "
+    "comma-separated (default: none).",
+)
+@click.option(
+    "--allowed-hosts",
+    metavar="NAMES",
+    help="Host names the registry answers for besides its own, comma-separated (*.DOMAIN, "
+    "or * for any); unused with --external-url.",
+)
+@click.option("--header-timeout", type=float, help="Seconds a request's headers may take (30).")
+@click.option("--keepalive-timeout", type=float, help="Seconds an idle connection stays (30).")
+@click.option("--max-header-bytes", type=int, help="Largest request headers (65536).")
 @click.option("--workers", type=int, help="Worker processes (default 1).")
 @click.option("--log-level", type=click.Choice(["debug", "info", "warning", "error"]))
 @click.option("--access-log/--no-access-log", default=None, help="Log every request.")

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-import re
+from collections.abc import Callable
 
 from anyio import to_thread
 from starlette.requests import Request
@@ -37,15 +37,23 @@ from wharf.registry.service import RegistryService
 
 log = logging.getLogger("wharf.registry")
 
-_HOST = re.compile(r"^[A-Za-z0-9.\-]+(:\d{1,5})?$|^\[[0-9A-Fa-f:.]+\](:\d{1,5})?$")
 API_VERSION_HEADER = (b"docker-distribution-api-version", b"registry/2.0")
 
 
 class RegistryApp:
-    def __init__(self, registry: RegistryService, auth: AuthService, access: AccessService) -> None:
+    def __init__(
+        self,
+        registry: RegistryService,
+        auth: AuthService,
+        access: AccessService,
+        base_url: Callable[[Scope], str],
+    ) -> None:
+        """`base_url` gives scheme://host[:port] of the token realm for a request (the
+        external URL, or a Host the front door checked: see wharf/hosts.py)."""
         self.registry = registry
         self.auth = auth
         self.access = access
+        self.base_url = base_url
         self._verifying: dict[str, asyncio.Future[Identity]] = {}
         self._verify_slots = asyncio.Semaphore(2)
 
@@ -172,12 +180,8 @@ class RegistryApp:
     def _anonymous_pull(self) -> bool:
         return self.access.policy.settings().anonymousPull
 
-    @staticmethod
-    def _challenge(request: Request, access: str, name: str | None, error: str | None) -> str:
-        host = request.headers.get("host") or ""
-        if not _HOST.match(host):
-            host = "localhost"
-        realm = f"{request.url.scheme}://{host}/auth/token"
+    def _challenge(self, request: Request, access: str, name: str | None, error: str | None) -> str:
+        realm = f"{self.base_url(request.scope)}/auth/token"
         parts = [f'Bearer realm="{realm}"', f'service="{SERVICE}"']
         if access == routes.CATALOG:
             parts.append('scope="registry:catalog:*"')
