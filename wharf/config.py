@@ -230,7 +230,7 @@ def _host_patterns(items: list[str]) -> list[str]:
             try:
                 ipaddress.ip_address(bare)
             except ValueError:
-                if not _HOSTNAME.match(bare):
+                if not _HOSTNAME.fullmatch(bare):
                     raise ConfigError(
                         f"allowed_hosts: {item!r} is not a host name, an address, *.DOMAIN or *"
                     ) from None

@@ -21,7 +21,7 @@ from starlette.types import Scope
 from wharf.config import Settings
 
 # host[:port], a DNS name or IPv4 address, or a bracketed IPv6 address.
-_HOST = re.compile(r"^[A-Za-z0-9.\-]+(:\d{1,5})?$|^\[[0-9A-Fa-f:.]+\](:\d{1,5})?$")
+_HOST = re.compile(r"[A-Za-z0-9.\-]+(:[0-9]{1,5})?|\[[0-9A-Fa-f:.]+\](:[0-9]{1,5})?")
 DECISIONS_KEPT = 1024
 
 
@@ -50,7 +50,7 @@ class HostPolicy:
         value = _header(scope, b"host")
         if not value:
             return _local_host(scope)
-        if not _HOST.match(value):
+        if not _HOST.fullmatch(value):
             return None if self.external_url is None else _local_host(scope)
         if self.external_url is None and not self._decide(value, scope):
             return None
