@@ -21,6 +21,7 @@ from starlette.staticfiles import StaticFiles
 from wharf import __version__
 from wharf.api import accounts, jobs, meta, repositories, tokens
 from wharf.api.deps import ApiError, error_response, service_error_response
+from wharf.api.guard import BodyGuard
 from wharf.management.errors import ServiceError
 from wharf.services import Services
 
@@ -35,6 +36,7 @@ _HTTP_CODES = {
     404: "NOT_FOUND",
     405: "NOT_ALLOWED",
     406: "NOT_ACCEPTABLE",
+    413: "REQUEST_TOO_LARGE",
     415: "UNSUPPORTED_MEDIA_TYPE",
 }
 
@@ -52,6 +54,7 @@ def create_api(services: Services) -> FastAPI:
         redoc_url=None,
     )
     api.state.services = services
+    api.add_middleware(BodyGuard, services=services)
     for router in (accounts.router, repositories.router, tokens.router, meta.router, jobs.router):
         api.include_router(router)
 

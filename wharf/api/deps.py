@@ -47,13 +47,23 @@ def client(request: Request) -> str | None:
     return request.client.host if request.client else None
 
 
+# Where the guard in front of the routes leaves the caller it authenticated (wharf.api.guard).
+IDENTITY = "wharf.identity"
+
+
 def identity(request: Request) -> Identity:
-    """The caller, from Basic credentials (password or personal access token).
+    """The caller, from Basic credentials (password or personal access token)."""
+    known = request.scope.get(IDENTITY)
+    if known is not None:
+        return known
+    return authenticate(services(request), request.headers.get("authorization"), client(request))
+
+
+def authenticate(svc: Services, header: str | None, client: str | None) -> Identity:
+    """The caller of an Authorization header; ANONYMOUS without one. Blocking (argon2).
 
     Bearer JWTs are registry tokens scoped to repositories; they are not accepted here,
     where they would grant far more than their scope."""
-    svc = services(request)
-    header = request.headers.get("authorization")
     if header and header.split(" ", 1)[0].lower() == "bearer":
         raise ApiError(
             401,
@@ -65,7 +75,7 @@ def identity(request: Request) -> Identity:
     if cached is not None:
         return cached
     try:
-        return svc.auth.authenticate(header, client(request), bearer=False)
+        return svc.auth.authenticate(header, client, bearer=False)
     except InvalidCredentials as e:
         raise ApiError(401, "NOT_AUTHENTICATED", str(e), BASIC_CHALLENGE) from None
     except TooManyAttempts as e:
