@@ -7,7 +7,10 @@ on machines without internet access.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import logging
+import re
 from pathlib import Path
 
 import fastapi_offline
@@ -15,7 +18,9 @@ from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html
 from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.routing import iter_route_contexts
 from starlette.exceptions import HTTPException
+from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from wharf import __version__
@@ -82,17 +87,56 @@ def create_api(services: Services) -> FastAPI:
     @api.exception_handler(HTTPException)
     async def _http(request: Request, exc: HTTPException) -> JSONResponse:
         code = _HTTP_CODES.get(exc.status_code, "INVALID_PARAMETERS")
-        return error_response(exc.status_code, code, str(exc.detail), exc.headers)
+        headers = exc.headers
+        if exc.status_code == 405:
+            headers = {**(headers or {}), "Allow": _allowed_methods(api, request)}
+        return error_response(exc.status_code, code, str(exc.detail), headers)
+
+    docs, docs_policy = _docs_page()
 
     @api.get(f"{PREFIX}/docs", include_in_schema=False)
     async def _docs() -> HTMLResponse:
-        return get_swagger_ui_html(
-            openapi_url=f"{PREFIX}/openapi.json",
-            title="Wharf API",
-            swagger_js_url=f"{PREFIX}/docs/static/swagger-ui-bundle.js",
-            swagger_css_url=f"{PREFIX}/docs/static/swagger-ui.css",
-            swagger_favicon_url=f"{PREFIX}/docs/static/favicon.png",
-        )
+        return HTMLResponse(docs, headers={"Content-Security-Policy": docs_policy})
 
     api.mount(f"{PREFIX}/docs/static", StaticFiles(directory=SWAGGER_STATIC), name="swagger")
     return api
+
+
+def _allowed_methods(api: FastAPI, request: Request) -> str:
+    """Every method of the request's path: each method is a route of its own, and the router
+    names only the first route whose path matched."""
+    path = request.scope["path"]
+    methods: set[str] = set()
+    for context in iter_route_contexts(api.routes):
+        route = context.original_route
+        if isinstance(route, Route) and route.methods and route.path_regex.match(path):
+            methods |= route.methods
+        elif isinstance(route, Mount) and route.path_regex.match(path):  # Swagger UI files
+            methods |= {"GET", "HEAD"}
+    return ", ".join(sorted(methods))
+
+
+def _docs_page() -> tuple[str, str]:
+    """The Swagger UI page, and a Content-Security-Policy that lets it run only its own
+    files and its one inline script, talk only to this server, and never be framed."""
+    page = get_swagger_ui_html(
+        openapi_url=f"{PREFIX}/openapi.json",
+        title="Wharf API",
+        swagger_js_url=f"{PREFIX}/docs/static/swagger-ui-bundle.js",
+        swagger_css_url=f"{PREFIX}/docs/static/swagger-ui.css",
+        swagger_favicon_url=f"{PREFIX}/docs/static/favicon.png",
+        # No badge from the online validator: the page must work offline.
+        swagger_ui_parameters={"validatorUrl": None},
+    )
+    html = bytes(page.body).decode()
+    hashes = " ".join(
+        "'sha256-" + base64.b64encode(hashlib.sha256(script.encode()).digest()).decode() + "'"
+        for script in re.findall(r"<script>(.*?)</script>", html, re.DOTALL)
+    )
+    policy = (
+        f"default-src 'none'; script-src 'self' {hashes}; "
+        # Swagger UI sets style attributes as it renders, and its CSS has data: images.
+        "style-src 'self' 'unsafe-inline'; img-src 'self' data:; connect-src 'self'; "
+        "base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+    )
+    return html, policy
