@@ -17,6 +17,7 @@ import fastapi_offline
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import HTMLResponse, JSONResponse
 from fastapi.routing import iter_route_contexts
 from starlette.exceptions import HTTPException
@@ -24,7 +25,7 @@ from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from wharf import __version__
-from wharf.api import accounts, jobs, meta, repositories, tokens
+from wharf.api import accounts, jobs, meta, repositories, schemas, tokens
 from wharf.api.deps import ApiError, error_response, service_error_response
 from wharf.api.guard import BodyGuard
 from wharf.management.errors import ServiceError
@@ -99,21 +100,40 @@ def create_api(services: Services) -> FastAPI:
         return HTMLResponse(docs, headers={"Content-Security-Policy": docs_policy})
 
     api.mount(f"{PREFIX}/docs/static", StaticFiles(directory=SWAGGER_STATIC), name="swagger")
+
+    def openapi() -> dict:
+        if api.openapi_schema is None:
+            doc = get_openapi(
+                title=api.title,
+                version=api.version,
+                description=api.description,
+                routes=api.routes,
+            )
+            api.openapi_schema = schemas.finish(doc)
+        return api.openapi_schema
+
+    api.openapi = openapi  # type: ignore[method-assign]
     return api
 
 
 def _allowed_methods(api: FastAPI, request: Request) -> str:
-    """Every method of the request's path: each method is a route of its own, and the router
-    names only the first route whose path matched."""
+    """The methods of the request's path, as the OpenAPI document lists them: each method is
+    a route of its own, and the router names only the first route whose path matched. Where
+    paths overlap (/accounts/me, /accounts/{name}), the one with fewer parameters is meant."""
     path = request.scope["path"]
-    methods: set[str] = set()
+    by_path: dict[str, set[str]] = {}
     for context in iter_route_contexts(api.routes):
         route = context.original_route
         if isinstance(route, Route) and route.methods and route.path_regex.match(path):
-            methods |= route.methods
+            by_path.setdefault(route.path, set()).update(route.methods)
         elif isinstance(route, Mount) and route.path_regex.match(path):  # Swagger UI files
-            methods |= {"GET", "HEAD"}
-    return ", ".join(sorted(methods))
+            by_path.setdefault(route.path, set()).update({"GET", "HEAD"})
+    if not by_path:
+        return ""
+    fewest = min(template.count("{") for template in by_path)
+    return ", ".join(
+        sorted(set().union(*(m for t, m in by_path.items() if t.count("{") == fewest)))
+    )
 
 
 def _docs_page() -> tuple[str, str]:

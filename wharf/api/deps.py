@@ -4,10 +4,12 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from datetime import datetime
+from typing import Annotated, Any
 
 from fastapi import Query, Request
 from fastapi.responses import JSONResponse
+from pydantic import BeforeValidator
 
 from wharf.auth.identity import Identity
 from wharf.auth.service import InvalidCredentials, TooManyAttempts
@@ -82,6 +84,24 @@ def authenticate(svc: Services, header: str | None, client: str | None) -> Ident
         raise ApiError(
             429, "TOO_MANY_REQUESTS", str(e), {"Retry-After": str(e.retry_after)}
         ) from None
+
+
+def _iso_time(value: object) -> object:
+    # pydantic would also take a number of seconds ("1700000000") for a datetime.
+    if isinstance(value, str):
+        try:
+            return datetime.fromisoformat(value)
+        except ValueError:
+            raise ValueError("expected an ISO 8601 time, like 2030-01-31T03:00:00Z") from None
+    return value
+
+
+# The largest id or line number a query may name: the store's integer columns are 32-bit
+# (PostgreSQL refuses a larger number outright).
+MAX_INT = 2**31 - 1
+
+# A time in a query parameter: ISO 8601 only, as documented (format date-time).
+Time = Annotated[datetime, BeforeValidator(_iso_time)]
 
 
 @dataclass

@@ -16,9 +16,10 @@ from wharf.api.deps import BASIC_CHALLENGE, IDENTITY, ApiError, authenticate, er
 from wharf.bodies import BodyTooLarge, ClientDisconnect, has_body, read_body, replay
 from wharf.services import Services
 
-# JSON bodies: the largest field (a repository's long description, 100,000 characters) fits
-# several times over.
-MAX_BODY = 1 << 20
+# JSON bodies. The largest valid one is a repository's with a long description of 100,000
+# characters, each of which a client may send as a 12-byte escape (an emoji as a surrogate
+# pair, "\\ud83d\\ude00"): 1.2 MB.
+MAX_BODY = 2 << 20
 
 
 class BodyGuard:
