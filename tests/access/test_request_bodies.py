@@ -169,6 +169,13 @@ def test_body_up_to_the_limit_is_accepted(admin):
 def test_bodyless_requests_still_work_anonymously(wharf_server, anon):
     r = anon.post(f"{API}/jobs/{unique('j')}/cancel", headers={"Content-Length": "0"})
     api_error(r, 401, "NOT_AUTHENTICATED")
+    # Anonymous callers only read: a write is refused before its input is looked at (a
+    # missing body was a 400 that told them what to send).
+    api_error(anon.post(f"{API}/accounts"), 401, "NOT_AUTHENTICATED")
+    api_error(anon.patch(f"{API}/accounts/{unique()}"), 401, "NOT_AUTHENTICATED")
+    api_error(
+        anon.delete(f"{API}/api_tokens", params={"usedbefore": "x"}), 401, "NOT_AUTHENTICATED"
+    )
     assert anon.get(f"{API}/openapi.json").status_code == 200
     assert anon.get(f"{API}/repositories").status_code == 200
 

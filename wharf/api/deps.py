@@ -54,11 +54,17 @@ IDENTITY = "wharf.identity"
 
 
 def identity(request: Request) -> Identity:
-    """The caller, from Basic credentials (password or personal access token)."""
+    """The caller, from Basic credentials (password or personal access token).
+
+    Anonymous callers may only read (public repositories): every other method needs a
+    signed-in caller, and is refused here, before its parameters are looked at."""
     known = request.scope.get(IDENTITY)
     if known is not None:
         return known
-    return authenticate(services(request), request.headers.get("authorization"), client(request))
+    who = authenticate(services(request), request.headers.get("authorization"), client(request))
+    if who.username is None and request.method not in ("GET", "HEAD"):
+        raise ApiError(401, "NOT_AUTHENTICATED", "authentication required", BASIC_CHALLENGE)
+    return who
 
 
 def authenticate(svc: Services, header: str | None, client: str | None) -> Identity:
