@@ -16,9 +16,10 @@ from pathlib import Path
 
 import pytest
 
+from tests.api.helpers import push_image
 from tests.conftest import start_server
 
-from .helpers import API, api_error
+from .helpers import API, api_error, grant_namespace, grant_repo, unique
 
 CHECKS = [
     "not_a_server_error",
@@ -121,3 +122,82 @@ def test_fields_documented_not_null_refuse_null(admin, user):
     team = doc["components"]["schemas"]["TeamChanges"]["properties"]
     assert {"type": "null"} in team["ldapGroupDN"]["anyOf"]
     assert "anyOf" not in team["name"] and team["name"]["minLength"] == 1
+
+
+def test_answers_match_their_documented_schemas(wharf_server, admin, team_member):
+    """What the fuzzing above rarely reaches: every kind of resource, as it really is (a
+    repository with a tag, grants, a token, a job with a log, a schedule), checked against
+    the schema its operation documents."""
+    import schemathesis
+
+    schema = schemathesis.openapi.from_url(f"{wharf_server.url}{API}/openapi.json")
+    org, team, member = team_member.org, team_member.team, team_member.member
+    repo = f"{org}/{unique('r')}"
+    push_image(admin, repo)
+    grant_repo(admin, repo, team, "read-write")
+    grant_namespace(admin, org, team, "read-only")
+    tag = admin.get(f"{API}/repositories/{repo}/tags").json()[0]["name"]
+    token = admin.post(f"{API}/api_tokens", json={"tokenLabel": "docs"})
+    job = admin.post(f"{API}/jobs", json={"action": "sleep", "parameters": {"seconds": 0}})
+    cron = admin.post(f"{API}/crons", json={"action": "sleep", "schedule": "0 3 * * *"})
+    hashed, job_id = token.json()["hashedToken"], job.json()["id"]
+    calls: list[tuple[str, str, dict, object]] = [
+        ("POST", "/api_tokens", {}, token),
+        ("POST", "/jobs", {}, job),
+        ("POST", "/crons", {}, cron),
+    ]
+    for path in (
+        "/accounts",
+        "/accounts/me",
+        f"/accounts/{member.name}",
+        f"/accounts/{org}/members",
+        f"/accounts/{org}/members/{member.name}",
+        f"/accounts/{org}/teams",
+        f"/accounts/{org}/teams/{team}",
+        f"/accounts/{org}/teams/{team}/members",
+        f"/accounts/{org}/teams/{team}/repositoryAccess",
+        f"/accounts/{member.name}/repositoryAccess/{repo}",
+        "/repositories",
+        f"/repositories/{org}",
+        f"/repositories/{repo}",
+        f"/repositories/{repo}/tags",
+        f"/repositories/{repo}/tags/{tag}",
+        f"/repositories/{repo}/teamAccess",
+        f"/repositoryNamespaces/{org}/teamAccess",
+        f"/repositoryNamespaces/{org}/teamAccess/{team}",
+        "/api_tokens",
+        f"/api_tokens/{hashed}",
+        "/meta/settings",
+        "/meta/settings/ldap",
+        "/meta/cluster_status",
+        "/audit",
+        "/jobs",
+        f"/jobs/{job_id}",
+        f"/jobs/{job_id}/logs",
+        "/crons",
+        "/crons/sleep",
+        "/workers",
+    ):
+        calls.append(("GET", path, {}, None))
+    calls += [
+        ("PATCH", f"/accounts/{member.name}", {"fullName": "Member"}, None),
+        ("PATCH", f"/accounts/{org}/teams/{team}", {"description": "d"}, None),
+        ("PATCH", f"/repositories/{repo}", {"shortDescription": "s"}, None),
+        ("PATCH", f"/api_tokens/{hashed}", {"tokenLabel": "relabelled"}, None),
+        ("POST", "/meta/settings", {"tokenLifetimeSeconds": 300}, None),
+        ("POST", f"/jobs/{job_id}/cancel", {}, None),
+    ]
+    for method, path, body, response in calls:
+        if response is None:
+            response = admin.request(method, f"{API}{path}", json=body if body else None)
+        assert response.status_code < 300 or path.endswith("/cancel"), (path, response.text)
+        template = next(
+            t for t in schema.raw_schema["paths"] if _matches(t, f"{API}{path}")
+        )  # the most specific path: literal ones are listed first where they overlap
+        schema[template][method].validate_response(response)
+
+
+def _matches(template: str, path: str) -> bool:
+    import re
+
+    return re.fullmatch(re.sub(r"\{[^}]+\}", "[^/]+", template), path) is not None
