@@ -20,6 +20,14 @@ from wharf.services import Services, build_services
 # On every response of both listeners: browsers ignore it over plain HTTP, and a response
 # that lacks it because of where it came from would be one more thing to reason about.
 HSTS = (b"strict-transport-security", b"max-age=31536000")
+# Also on every response: no MIME sniffing, no framing (clickjacking), and a policy that runs
+# nothing unless the response brings its own (the API's docs page does).
+SECURITY_HEADERS = (
+    HSTS,
+    (b"x-content-type-options", b"nosniff"),
+    (b"x-frame-options", b"DENY"),
+)
+DEFAULT_CSP = (b"content-security-policy", b"default-src 'none'; frame-ancestors 'none'")
 CA_PATH = "/ca"
 # Bytes no header value may hold: uvicorn refuses to send such a response and drops the
 # connection without an answer (while the access log says 200).
@@ -52,7 +60,7 @@ def create_app(
             return
         if scope["type"] != "http":
             return
-        send = _with_header(send, HSTS)
+        send = _with_security_headers(send)
         path = scope["path"]
         if hosts.host(scope) is None:
             # A Host this replica does not answer for: no URL is ever built from it.
@@ -115,7 +123,7 @@ def redirect_to_https(settings: Settings, app: ASGIApp, hosts: HostPolicy | None
         if scope["type"] != "http" or scope["path"] == CA_PATH:
             await app(scope, receive, send)
             return
-        send = _with_header(send, HSTS)
+        send = _with_security_headers(send)
         if external:
             base = external
         else:
@@ -197,10 +205,13 @@ _NUL_API = json.dumps(
 ).encode()
 
 
-def _with_header(send: Send, header: tuple[bytes, bytes]) -> Send:
+def _with_security_headers(send: Send) -> Send:
     async def wrapped(message: dict) -> None:
         if message["type"] == "http.response.start":
-            message["headers"] = [*message.get("headers", []), header]
+            headers = [*message.get("headers", []), *SECURITY_HEADERS]
+            if not any(name.lower() == DEFAULT_CSP[0] for name, _ in headers):
+                headers.append(DEFAULT_CSP)
+            message["headers"] = headers
         await send(message)
 
     return wrapped

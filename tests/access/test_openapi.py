@@ -73,3 +73,30 @@ def test_swagger_ui_uses_only_local_assets(anon):
     assert "javascript" in js.headers["content-type"]
     assert "SwaggerUIBundle" in js.text
     assert anon.get(f"{API}/docs/static/nothing-here.js").status_code == 404
+
+
+def test_operations_document_the_errors_they_answer(anon):
+    """Errors are 400/401/403/404/409/413/429 in the API's error format, never 422."""
+    doc = anon.get(f"{API}/openapi.json").json()
+    schemas = doc["components"]["schemas"]
+    assert "HTTPValidationError" not in schemas
+    assert set(schemas["Error"]["properties"]) == {"errors"}
+    for path, methods in doc["paths"].items():
+        for method, op in methods.items():
+            responses = op["responses"]
+            assert "422" not in responses, (method, path)
+            assert {"401", "429"} <= set(responses), (method, path)
+            if "{" in path:
+                assert {"400", "404"} <= set(responses), (method, path)
+            if "requestBody" in op:
+                assert {"400", "413"} <= set(responses), (method, path)
+            for status, response in responses.items():
+                if status >= "400":
+                    schema = response["content"]["application/json"]["schema"]
+                    assert schema == {"$ref": "#/components/schemas/Error"}, (method, path)
+    create = doc["paths"]["/api/v0/accounts"]["post"]["responses"]
+    assert {"201", "403", "409"} <= set(create)
+    assert create["201"]["content"]["application/json"]["schema"] == {
+        "$ref": "#/components/schemas/Account"
+    }
+    assert doc["components"]["securitySchemes"]["basic"]["scheme"] == "basic"

@@ -7,20 +7,27 @@ on machines without internet access.
 
 from __future__ import annotations
 
+import base64
+import hashlib
 import logging
+import re
 from pathlib import Path
 
 import fastapi_offline
 from fastapi import FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.openapi.docs import get_swagger_ui_html
+from fastapi.openapi.utils import get_openapi
 from fastapi.responses import HTMLResponse, JSONResponse
+from fastapi.routing import iter_route_contexts
 from starlette.exceptions import HTTPException
+from starlette.routing import Mount, Route
 from starlette.staticfiles import StaticFiles
 
 from wharf import __version__
-from wharf.api import accounts, jobs, meta, repositories, tokens
+from wharf.api import accounts, jobs, meta, repositories, schemas, tokens
 from wharf.api.deps import ApiError, error_response, service_error_response
+from wharf.api.guard import BodyGuard
 from wharf.faults import CANDIDATES as FAULT_CANDIDATES
 from wharf.faults import RETRY_AFTER, fault_of
 from wharf.management.errors import ServiceError
@@ -37,6 +44,7 @@ _HTTP_CODES = {
     404: "NOT_FOUND",
     405: "NOT_ALLOWED",
     406: "NOT_ACCEPTABLE",
+    413: "REQUEST_TOO_LARGE",
     415: "UNSUPPORTED_MEDIA_TYPE",
 }
 
@@ -54,6 +62,7 @@ def create_api(services: Services) -> FastAPI:
         redoc_url=None,
     )
     api.state.services = services
+    api.add_middleware(BodyGuard, services=services)
     for router in (accounts.router, repositories.router, tokens.router, meta.router, jobs.router):
         api.include_router(router)
 
@@ -96,17 +105,75 @@ def create_api(services: Services) -> FastAPI:
     @api.exception_handler(HTTPException)
     async def _http(request: Request, exc: HTTPException) -> JSONResponse:
         code = _HTTP_CODES.get(exc.status_code, "INVALID_PARAMETERS")
-        return error_response(exc.status_code, code, str(exc.detail), exc.headers)
+        headers = exc.headers
+        if exc.status_code == 405:
+            headers = {**(headers or {}), "Allow": _allowed_methods(api, request)}
+        return error_response(exc.status_code, code, str(exc.detail), headers)
+
+    docs, docs_policy = _docs_page()
 
     @api.get(f"{PREFIX}/docs", include_in_schema=False)
     async def _docs() -> HTMLResponse:
-        return get_swagger_ui_html(
-            openapi_url=f"{PREFIX}/openapi.json",
-            title="Wharf API",
-            swagger_js_url=f"{PREFIX}/docs/static/swagger-ui-bundle.js",
-            swagger_css_url=f"{PREFIX}/docs/static/swagger-ui.css",
-            swagger_favicon_url=f"{PREFIX}/docs/static/favicon.png",
-        )
+        return HTMLResponse(docs, headers={"Content-Security-Policy": docs_policy})
 
     api.mount(f"{PREFIX}/docs/static", StaticFiles(directory=SWAGGER_STATIC), name="swagger")
+
+    def openapi() -> dict:
+        if api.openapi_schema is None:
+            doc = get_openapi(
+                title=api.title,
+                version=api.version,
+                description=api.description,
+                routes=api.routes,
+            )
+            api.openapi_schema = schemas.finish(doc)
+        return api.openapi_schema
+
+    api.openapi = openapi  # type: ignore[method-assign]
     return api
+
+
+def _allowed_methods(api: FastAPI, request: Request) -> str:
+    """The methods of the request's path, as the OpenAPI document lists them: each method is
+    a route of its own, and the router names only the first route whose path matched. Where
+    paths overlap (/accounts/me, /accounts/{name}), the one with fewer parameters is meant."""
+    path = request.scope["path"]
+    by_path: dict[str, set[str]] = {}
+    for context in iter_route_contexts(api.routes):
+        route = context.original_route
+        if isinstance(route, Route) and route.methods and route.path_regex.fullmatch(path):
+            by_path.setdefault(route.path, set()).update(route.methods)
+        elif isinstance(route, Mount) and route.path_regex.fullmatch(path):  # Swagger UI files
+            by_path.setdefault(route.path, set()).update({"GET", "HEAD"})
+    if not by_path:
+        return ""
+    fewest = min(template.count("{") for template in by_path)
+    return ", ".join(
+        sorted(set().union(*(m for t, m in by_path.items() if t.count("{") == fewest)))
+    )
+
+
+def _docs_page() -> tuple[str, str]:
+    """The Swagger UI page, and a Content-Security-Policy that lets it run only its own
+    files and its one inline script, talk only to this server, and never be framed."""
+    page = get_swagger_ui_html(
+        openapi_url=f"{PREFIX}/openapi.json",
+        title="Wharf API",
+        swagger_js_url=f"{PREFIX}/docs/static/swagger-ui-bundle.js",
+        swagger_css_url=f"{PREFIX}/docs/static/swagger-ui.css",
+        swagger_favicon_url=f"{PREFIX}/docs/static/favicon.png",
+        # No badge from the online validator: the page must work offline.
+        swagger_ui_parameters={"validatorUrl": None},
+    )
+    html = bytes(page.body).decode()
+    hashes = " ".join(
+        "'sha256-" + base64.b64encode(hashlib.sha256(script.encode()).digest()).decode() + "'"
+        for script in re.findall(r"<script>(.*?)</script>", html, re.DOTALL)
+    )
+    policy = (
+        f"default-src 'none'; script-src 'self' {hashes}; "
+        # Swagger UI sets style attributes as it renders, and its CSS has data: images.
+        "style-src 'self' 'unsafe-inline'; img-src 'self' data:; connect-src 'self'; "
+        "base-uri 'none'; form-action 'self'; frame-ancestors 'none'"
+    )
+    return html, policy

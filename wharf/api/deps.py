@@ -4,11 +4,13 @@ from __future__ import annotations
 
 from collections.abc import Callable
 from dataclasses import dataclass
-from typing import Any
+from datetime import datetime
+from typing import Annotated, Any
 from urllib.parse import quote
 
 from fastapi import Query, Request
 from fastapi.responses import JSONResponse
+from pydantic import BeforeValidator
 
 from wharf.auth.identity import Identity
 from wharf.auth.service import InvalidCredentials, TooManyAttempts
@@ -48,13 +50,29 @@ def client(request: Request) -> str | None:
     return request.client.host if request.client else None
 
 
+# Where the guard in front of the routes leaves the caller it authenticated (wharf.api.guard).
+IDENTITY = "wharf.identity"
+
+
 def identity(request: Request) -> Identity:
     """The caller, from Basic credentials (password or personal access token).
 
+    Anonymous callers may only read (public repositories): every other method needs a
+    signed-in caller, and is refused here, before its parameters are looked at."""
+    known = request.scope.get(IDENTITY)
+    if known is not None:
+        return known
+    who = authenticate(services(request), request.headers.get("authorization"), client(request))
+    if who.username is None and request.method not in ("GET", "HEAD"):
+        raise ApiError(401, "NOT_AUTHENTICATED", "authentication required", BASIC_CHALLENGE)
+    return who
+
+
+def authenticate(svc: Services, header: str | None, client: str | None) -> Identity:
+    """The caller of an Authorization header; ANONYMOUS without one. Blocking (argon2).
+
     Bearer JWTs are registry tokens scoped to repositories; they are not accepted here,
     where they would grant far more than their scope."""
-    svc = services(request)
-    header = request.headers.get("authorization")
     if header and header.split(" ", 1)[0].lower() == "bearer":
         raise ApiError(
             401,
@@ -66,7 +84,7 @@ def identity(request: Request) -> Identity:
     if cached is not None:
         return cached
     try:
-        return svc.auth.authenticate(header, client(request), bearer=False)
+        return svc.auth.authenticate(header, client, bearer=False)
     except InvalidCredentials as e:
         raise ApiError(401, "NOT_AUTHENTICATED", str(e), BASIC_CHALLENGE) from None
     except TooManyAttempts as e:
@@ -84,6 +102,24 @@ def header_value(value: str) -> str:
     and non-ASCII (a name stored before names were checked whole) percent-encoded as UTF-8,
     since a header cannot carry them."""
     return quote(value, safe=_HEADER_SAFE)
+
+
+def _iso_time(value: object) -> object:
+    # pydantic would also take a number of seconds ("1700000000") for a datetime.
+    if isinstance(value, str):
+        try:
+            return datetime.fromisoformat(value)
+        except ValueError:
+            raise ValueError("expected an ISO 8601 time, like 2030-01-31T03:00:00Z") from None
+    return value
+
+
+# The largest id or line number a query may name: the store's integer columns are 32-bit
+# (PostgreSQL refuses a larger number outright).
+MAX_INT = 2**31 - 1
+
+# A time in a query parameter: ISO 8601 only, as documented (format date-time).
+Time = Annotated[datetime, BeforeValidator(_iso_time)]
 
 
 @dataclass

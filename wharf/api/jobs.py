@@ -15,7 +15,8 @@ from fastapi.responses import JSONResponse
 from pydantic import Field
 
 from wharf.api import models as m
-from wharf.api.deps import ApiError, Page, client, identity, page, paged, services
+from wharf.api import schemas as S
+from wharf.api.deps import MAX_INT, ApiError, Page, client, identity, page, paged, services
 from wharf.auth.identity import Identity
 from wharf.jobs import runner
 from wharf.jobs.store import FINISHED, RUNNING, JobStore, next_run
@@ -26,18 +27,29 @@ Actor = Depends(identity)
 MAX_RETRIES = 100
 
 
+# Documented as an enum; checked by the runner (400 naming the known ones).
+_ACTION = {"enum": sorted(runner.ACTIONS)}
+
+
 class NewJob(m.Body):
-    action: str = Field(max_length=64, description="One of the actions the workers know")
+    action: str = Field(
+        max_length=64, description="One of the actions the workers know", json_schema_extra=_ACTION
+    )
     parameters: dict[str, Any] = Field(default_factory=dict)
     retries: int = Field(0, ge=0, le=MAX_RETRIES, description="Runs after a failed one")
     scheduledAt: str | None = Field(
-        None, max_length=64, description="ISO 8601 time to start at, not before (default now)"
+        None,
+        max_length=64,
+        description="ISO 8601 time to start at, not before (default now)",
+        json_schema_extra={"format": "date-time"},
     )
 
 
 class NewCron(m.Body):
-    action: str = Field(max_length=64)
-    schedule: str = Field(max_length=128, description="Five-field cron expression, in UTC")
+    action: str = Field(max_length=64, json_schema_extra=_ACTION)
+    schedule: str = Field(
+        min_length=1, max_length=128, description="Five-field cron expression, in UTC"
+    )
     parameters: dict[str, Any] = Field(default_factory=dict)
     retries: int = Field(0, ge=0, le=MAX_RETRIES)
 
@@ -86,7 +98,12 @@ def _job(jobs: JobStore, job_id: str) -> dict[str, Any]:
 # -- jobs -----------------------------------------------------------------------------------
 
 
-@router.get("/jobs", summary="Jobs, newest first")
+@router.get(
+    "/jobs",
+    summary="Jobs, newest first",
+    response_model=None,
+    responses=S.answers(list[S.Job], 403),
+)
 def list_jobs(
     request: Request,
     action: str | None = Query(None, max_length=64),
@@ -105,11 +122,17 @@ def list_jobs(
     return paged([j.to_dict() for j in found], p, "id")
 
 
-@router.post("/jobs", status_code=202, summary="Create a job; a worker runs it when it is due")
+@router.post(
+    "/jobs",
+    status_code=202,
+    summary="Create a job; a worker runs it when it is due",
+    response_model=None,
+    responses=S.answers(S.Job, 403, status=202),
+)
 def create_job(request: Request, body: NewJob, actor: Identity = Actor) -> dict:
     jobs = _admin_jobs(request, actor)
     _check(body.action, body.parameters)
-    at = parse_time(body.scheduledAt, "scheduledAt") if body.scheduledAt else None
+    at = parse_time(body.scheduledAt, "scheduledAt") if body.scheduledAt is not None else None
     job = jobs.create(
         body.action,
         body.parameters,
@@ -121,7 +144,9 @@ def create_job(request: Request, body: NewJob, actor: Identity = Actor) -> dict:
     return job.to_dict()
 
 
-@router.get("/jobs/{job_id}", summary="One job")
+@router.get(
+    "/jobs/{job_id}", summary="One job", response_model=None, responses=S.answers(S.Job, 403)
+)
 def get_job(request: Request, job_id: str, actor: Identity = Actor) -> dict:
     return _job(_admin_jobs(request, actor), job_id)
 
@@ -129,11 +154,13 @@ def get_job(request: Request, job_id: str, actor: Identity = Actor) -> dict:
 @router.get(
     "/jobs/{job_id}/logs",
     summary="A job's log lines, numbered from 1; `after` gives those after a line (to follow)",
+    response_model=None,
+    responses=S.answers(list[S.JobLogLine], 403),
 )
 def job_logs(
     request: Request,
     job_id: str,
-    after: int = Query(0, ge=0, le=2**63 - 1, description="Only lines numbered above this"),
+    after: int = Query(0, ge=0, le=MAX_INT, description="Only lines numbered above this"),
     limit: int = Query(1000, ge=1, le=10_000, description="Lines at most"),
     actor: Identity = Actor,
 ) -> JSONResponse:
@@ -148,6 +175,8 @@ def job_logs(
     "/jobs/{job_id}/cancel",
     status_code=202,
     summary="Cancel a job: a waiting one at once, a running one at its next heartbeat",
+    response_model=None,
+    responses=S.answers(S.Job, 403, 409, status=202),
 )
 def cancel_job(request: Request, job_id: str, actor: Identity = Actor) -> dict:
     jobs = _admin_jobs(request, actor)
@@ -165,6 +194,8 @@ def cancel_job(request: Request, job_id: str, actor: Identity = Actor) -> dict:
     "/jobs/{job_id}",
     status_code=204,
     summary="Delete a job and its logs (refused while it runs: cancel it first)",
+    response_model=None,
+    responses=S.answers(None, 403, 409),
 )
 def delete_job(request: Request, job_id: str, actor: Identity = Actor) -> Response:
     jobs = _admin_jobs(request, actor)
@@ -180,7 +211,12 @@ def delete_job(request: Request, job_id: str, actor: Identity = Actor) -> Respon
 # -- crons ----------------------------------------------------------------------------------
 
 
-@router.get("/crons", summary="Schedules (one per action), in UTC")
+@router.get(
+    "/crons",
+    summary="Schedules (one per action), in UTC",
+    response_model=None,
+    responses=S.answers(list[S.Cron], 403),
+)
 def list_crons(request: Request, actor: Identity = Actor) -> list[dict]:
     return [c.to_dict() for c in _admin_jobs(request, actor).list_crons()]
 
@@ -188,7 +224,8 @@ def list_crons(request: Request, actor: Identity = Actor) -> list[dict]:
 @router.post(
     "/crons",
     summary="Create or replace the schedule of an action (201 created, 200 replaced)",
-    responses={201: {"description": "Created"}},
+    response_model=None,
+    responses={**S.answers(S.Cron, 403), 201: {"model": S.Cron, "description": "Created"}},
 )
 def set_cron(request: Request, body: NewCron, actor: Identity = Actor) -> JSONResponse:
     jobs = _admin_jobs(request, actor)
@@ -203,7 +240,12 @@ def set_cron(request: Request, body: NewCron, actor: Identity = Actor) -> JSONRe
     return JSONResponse(cron.to_dict(), status_code=200 if existed else 201)
 
 
-@router.get("/crons/{action}", summary="The schedule of an action")
+@router.get(
+    "/crons/{action}",
+    summary="The schedule of an action",
+    response_model=None,
+    responses=S.answers(S.Cron, 403),
+)
 def get_cron(request: Request, action: str, actor: Identity = Actor) -> dict:
     cron = _admin_jobs(request, actor).get_cron(action)
     if cron is None:
@@ -211,7 +253,13 @@ def get_cron(request: Request, action: str, actor: Identity = Actor) -> dict:
     return cron.to_dict()
 
 
-@router.delete("/crons/{action}", status_code=204, summary="Delete the schedule of an action")
+@router.delete(
+    "/crons/{action}",
+    status_code=204,
+    summary="Delete the schedule of an action",
+    response_model=None,
+    responses=S.answers(None, 403),
+)
 def delete_cron(request: Request, action: str, actor: Identity = Actor) -> Response:
     if not _admin_jobs(request, actor).delete_cron(action):
         raise ApiError(404, "NO_SUCH_CRON", f"no schedule for action {action!r}")
@@ -222,6 +270,11 @@ def delete_cron(request: Request, action: str, actor: Identity = Actor) -> Respo
 # -- workers --------------------------------------------------------------------------------
 
 
-@router.get("/workers", summary="Job workers (one per serving process of every replica)")
+@router.get(
+    "/workers",
+    summary="Job workers (one per serving process of every replica)",
+    response_model=None,
+    responses=S.answers(list[S.Worker], 403),
+)
 def list_workers(request: Request, actor: Identity = Actor) -> list[dict]:
     return _admin_jobs(request, actor).list_workers(runner.STALE_AFTER)

@@ -15,6 +15,7 @@ import logging
 from datetime import UTC, datetime
 
 from anyio import to_thread
+from starlette.formparsers import MultiPartException
 from starlette.requests import Request
 from starlette.responses import Response
 
@@ -22,12 +23,17 @@ from wharf.auth.access import AccessService
 from wharf.auth.identity import ANONYMOUS, Identity
 from wharf.auth.service import AuthService, InvalidCredentials, TooManyAttempts, parse_basic
 from wharf.auth.tokens import SERVICE, parse_scopes
+from wharf.bodies import BodyTooLarge, ClientDisconnect, read_body, replay
 from wharf.faults import log_failure
 from wharf.registry.errors import InternalError, fault_error
 
 log = logging.getLogger("wharf.auth")
 
 MAX_SCOPES = 64
+# The login form: a few short fields and up to MAX_SCOPES scopes. It is read before anyone is
+# authenticated (the credentials are in it), so it is small and bounded.
+MAX_FORM_BYTES = 64 << 10
+MAX_FORM_FIELDS = MAX_SCOPES + 16
 _NO_STORE = {"Cache-Control": "no-store", "Pragma": "no-cache"}
 
 
@@ -61,7 +67,10 @@ class TokenEndpoint:
             if request.method == "GET":
                 response = await self.get(request)
             elif request.method == "POST":
-                response = await self.post(request)
+                try:
+                    response = await self.post(request)
+                except ClientDisconnect:
+                    return
             else:
                 response = _registry_error(
                     "UNSUPPORTED", "method not allowed", 405, Allow="GET, POST"
@@ -147,7 +156,17 @@ class TokenEndpoint:
         content_type = request.headers.get("content-type", "")
         if not content_type.startswith("application/x-www-form-urlencoded"):
             return _oauth_error("invalid_request", "expected a form (x-www-form-urlencoded)")
-        form = await request.form(max_files=0, max_fields=MAX_SCOPES + 16)
+        try:
+            body = await read_body(request.scope, request.receive, MAX_FORM_BYTES)
+            form = await Request(request.scope, replay(body, request.receive)).form(
+                max_files=0, max_fields=MAX_FORM_FIELDS, max_part_size=MAX_FORM_BYTES
+            )
+        except BodyTooLarge:
+            return _oauth_error(
+                "invalid_request", f"the form is larger than {MAX_FORM_BYTES} bytes"
+            )
+        except MultiPartException as e:
+            return _oauth_error("invalid_request", f"the form is refused: {e.message}")
         service = form.get("service")
         if service is not None and service != SERVICE:
             return _oauth_error("invalid_request", f"unknown service {service!r}")
