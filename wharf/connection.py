@@ -41,6 +41,10 @@ class GuardedProtocol(HttpToolsProtocol):
         self._header_timer: asyncio.TimerHandle | None = None
         self._header_bytes = 0  # bytes received since the current request's headers began
         self._in_headers = False  # a request has begun and its headers are not complete
+        # A request's headers are complete and its body is still arriving: its bytes are not
+        # headers, also when it was answered before its body was read (a 401 or 413 sent
+        # early), which uvicorn then reads and discards.
+        self._in_body = False
 
     def connection_made(self, transport: asyncio.Transport) -> None:  # type: ignore[override]
         super().connection_made(transport)
@@ -51,11 +55,18 @@ class GuardedProtocol(HttpToolsProtocol):
         super().connection_lost(exc)
 
     def data_received(self, data: bytes) -> None:
-        if self._header_timer is None and not self._in_headers and not self._answering():
+        between = not (self._in_headers or self._in_body or self._answering())
+        if self._header_timer is None and between:
             # Bytes after a response: uvicorn has just cancelled its keep-alive timer, and
             # they may not even begin a request (a bare CRLF): they get the same deadline.
             self._arm()
+        was_in_body = self._in_body
         super().data_received(data)
+        if was_in_body:
+            # The read carried a body's bytes (and perhaps the start of the next request,
+            # whose headers are then counted from the next read on: one read at most escapes
+            # the count).
+            return
         if self._in_headers or (self._header_timer is not None and not self._answering()):
             self._header_bytes += len(data)
             if self._header_bytes > self.max_header_bytes and not self.transport.is_closing():
@@ -70,9 +81,14 @@ class GuardedProtocol(HttpToolsProtocol):
 
     def on_headers_complete(self) -> None:
         self._in_headers = False
+        self._in_body = True
         self._header_bytes = 0
         self._disarm()
         super().on_headers_complete()
+
+    def on_message_complete(self) -> None:
+        self._in_body = False
+        super().on_message_complete()
 
     def _answering(self) -> bool:
         return self.cycle is not None and not self.cycle.response_complete

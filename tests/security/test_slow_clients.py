@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import contextlib
 import hashlib
+import re
 import select
 import socket
 from collections.abc import Iterator
@@ -118,3 +119,26 @@ def test_large_bodies_and_reused_connections_are_not_headers(server):
             r = c.post(f"/v2/slow/body{i}/blobs/uploads/", params={"digest": digest}, content=blob)
             assert r.status_code == 201, r.text
         assert c.head(f"/v2/slow/body0/blobs/{digest}").status_code == 200
+
+
+def test_a_body_answered_before_it_was_read_is_not_headers(server):
+    """A request refused before its body is read (401 here) is answered at once; the rest of
+    its body, which uvicorn reads and discards, is not counted as the next request's headers
+    (seen: oras's retried PUT got 431 under load)."""
+    body = b"x" * (1024 * 1024)
+    head = (
+        f"PUT /v2/slow/early/blobs/uploads/x?digest=sha256:{'0' * 64} HTTP/1.1\r\n"
+        f"Host: {server.host}\r\nContent-Length: {len(body)}\r\n\r\n"
+    ).encode()
+    with connect(server) as sock:
+        sock.sendall(head)
+        received = b""
+        while b"\r\n\r\n" not in received:
+            received += sock.recv(65536)
+        assert received.startswith(b"HTTP/1.1 401"), received[:200]
+        sock.sendall(body)
+        sock.sendall(
+            f"GET /v2/ HTTP/1.1\r\nHost: {server.host}\r\nConnection: close\r\n\r\n".encode()
+        )
+        received += read_until_closed(sock)
+    assert re.findall(rb"HTTP/1\.1 ([0-9]{3}) ", received) == [b"401", b"401"], received[-700:]
