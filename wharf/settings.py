@@ -86,9 +86,14 @@ class Policy:
         self.background = False
 
     def refresh(self) -> None:
-        """Re-read the epoch (and the settings if it moved). Blocking."""
-        epoch = self.identities.epoch()
+        """Re-read the epoch (and the settings if it moved). Blocking.
+
+        The read and the assignment are made under one lock: the background refresh, which
+        may have read the epoch just before a change committed, must not overwrite what the
+        changing thread's refresh read after it (a deleted account's cached credentials
+        would then pass for another poll period)."""
         with self._lock:
+            epoch = self.identities.epoch()
             if epoch != self._epoch:
                 self._epoch = epoch
                 self._settings = None
@@ -122,7 +127,8 @@ class Policy:
     def changed(self) -> None:
         """This process changed access control: take it into account at once. (Called from
         worker threads and the CLI, never on the event loop.)"""
-        self._settings = None
+        with self._lock:  # after any load of the old settings under way
+            self._settings = None
         if self.background:
             self.refresh()
         else:
@@ -132,10 +138,13 @@ class Policy:
         self.epoch()
         current = self._settings
         if current is None:
-            stored = self.identities.get_setting(SETTINGS_KEY) or {}
-            known = {f.name for f in fields(SystemSettings)}
-            current = SystemSettings(**{k: v for k, v in stored.items() if k in known})
-            self._settings = current
+            with self._lock:  # a load of old settings never lands after changed() cleared them
+                current = self._settings
+                if current is None:
+                    stored = self.identities.get_setting(SETTINGS_KEY) or {}
+                    known = {f.name for f in fields(SystemSettings)}
+                    current = SystemSettings(**{k: v for k, v in stored.items() if k in known})
+                    self._settings = current
         return current
 
     def update_settings(self, changes: dict[str, Any]) -> SystemSettings:
